@@ -1,0 +1,129 @@
+"""open_clip-shaped factory: ``list_models``, ``create_model``, ``create_model_and_transforms``,
+``get_tokenizer``, and loading of local CLIP / HiCLIP weights (nothing is ever downloaded).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+from open_clip.transform import image_transform
+
+from .config import ModelCfg, list_configs, load_config
+from .model import HiCLIP
+
+log = logging.getLogger(__name__)
+
+HIERARCHY_KEYS = (".attn.link_q.", ".attn.link_k.")
+"""Substrings of parameter names that belong to hierarchy-aware attention."""
+_DROP_KEYS = {"input_resolution", "context_length", "vocab_size"}  # OpenAI JIT extras
+
+
+def list_models() -> list[str]:
+    """Names of the built-in model configs."""
+    return list_configs()
+
+
+def create_model(name: str, pretrained: str | Path | None = None, device: str | torch.device = "cpu",
+                 config: ModelCfg | None = None) -> HiCLIP:
+    """Build model ``name`` (or from ``config``) and optionally load a local weights file.
+
+    ``pretrained``: a ``torch.save``'d open_clip / OpenAI CLIP state dict, or a
+    checkpoint written by ``hiclip train`` (a dict with ``state_dict``). For a HiCLIP
+    model loaded from CLIP weights the hierarchy parameters keep their fresh
+    initialisation (listed in a log line); any other missing or unexpected key is an error.
+    """
+    cfg = config or load_config(name)
+    model = HiCLIP(cfg)
+    if pretrained is not None:
+        load_weights(model, pretrained, expected_name=None if config else name)
+    return model.to(device)
+
+
+def create_model_and_transforms(name: str, pretrained: str | Path | None = None,
+                                device: str | torch.device = "cpu", config: ModelCfg | None = None
+                                ) -> tuple[HiCLIP, Callable, Callable]:
+    """-> ``(model, train_transform, eval_transform)``; transforms are open_clip's (PIL -> (3, S, S))."""
+    model = create_model(name, pretrained, device, config)
+    size = model.cfg.vision_cfg.image_size
+    return model, image_transform(size, is_train=True), image_transform(size, is_train=False)
+
+
+def get_tokenizer(name: str | None = None, context_length: int | None = None) -> SimpleTokenizer:
+    """CLIP's BPE tokenizer (vocabulary from the open-clip-torch wheel).
+
+    Callable: ``tokenizer(list_of_str) -> LongTensor (B, context_length)``. Captions
+    longer than the context are truncated, keeping the end-of-text token last.
+    """
+    if context_length is None:
+        context_length = load_config(name).text_cfg.context_length if name else 77
+    return SimpleTokenizer(context_length=context_length)
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load ``path`` -> (state dict with ``module.`` prefixes removed, other checkpoint fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many kinds for a non-checkpoint file
+        raise ValueError(f"{path} is not a torch checkpoint or state dict ({type(e).__name__}: {e})") from None
+    if isinstance(obj, torch.jit.ScriptModule):
+        obj = obj.state_dict()
+    info: dict[str, Any] = {}
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        info = {k: v for k, v in obj.items() if k != "state_dict"}
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a state dict (a dict of parameter name -> tensor), "
+                         f"got {type(obj).__name__}")
+    sd = {k.removeprefix("module."): v for k, v in obj.items() if k not in _DROP_KEYS}
+    return sd, info
+
+
+def load_checkpoint_info(path: str | Path) -> dict[str, Any]:
+    """Non-weight fields of a checkpoint (``model``, ``model_config``, ``step`` ...); {} for a bare state dict."""
+    return read_state_dict(path)[1]
+
+
+def load_weights(model: HiCLIP, path: str | Path, expected_name: str | None = None) -> list[str]:
+    """Load a state dict file into ``model``; returns the newly initialised hierarchy keys.
+
+    ``expected_name``: when the file is a ``hiclip train`` checkpoint naming its model,
+    a different name is an error.
+    """
+    sd, info = read_state_dict(path)
+    trained_as = info.get("model")
+    if expected_name and isinstance(trained_as, str) and trained_as != expected_name:
+        raise ValueError(f"{path} is a checkpoint of model {trained_as!r}, not {expected_name!r}; "
+                         f"use --model {trained_as}")
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    fresh = [k for k in missing if any(s in k for s in HIERARCHY_KEYS)]
+    missing = [k for k in missing if k not in fresh]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [f"{k}: expected {tuple(own[k].shape)}, got {tuple(sd[k].shape)}"
+             for k in sd if k in own and own[k].shape != sd[k].shape]
+    if missing or unexpected or wrong:
+        raise ValueError(_mismatch_message(path, missing, unexpected, wrong))
+    model.load_state_dict(sd, strict=False)
+    if fresh:
+        log.info("%s: %d hierarchy parameters newly initialised (not in the file): %s",
+                 Path(path).name, len(fresh), ", ".join(fresh))
+    return fresh
+
+
+def _mismatch_message(path: str | Path, missing: list[str], unexpected: list[str], wrong: list[str]) -> str:
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+    parts = [f"{path} does not match this model's architecture:"]
+    if missing:
+        parts.append(f"missing keys: {few(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {few(unexpected)}")
+    if wrong:
+        parts.append(f"shape mismatches: {few(wrong)}")
+    return "\n  ".join(parts)

@@ -1,0 +1,188 @@
+"""Pure tensor functions of hierarchy-aware attention (DESIGN.md §1.1–1.4).
+
+Nothing here holds parameters. Shapes use ``B`` batch, ``N`` tokens, ``G`` the
+width of the neighbour projections, ``H``/``W`` the patch grid.
+
+* :func:`chain_links` / :func:`grid_links` — neighbour-softmax link affinities
+  ``â_ij = sqrt(p_ij p_ji + 1e-9)`` of one layer (§1.1–1.2).
+* :func:`constrain` — the hierarchical constraint ``a^l = a^{l-1} + (1 - a^{l-1}) â^l`` (§1.3).
+* :func:`chain_prior` / :func:`grid_prior` — constituent priors ``C`` (§1.4), in
+  O(N²) time and memory: path products are ``exp(-|L_a - L_b| ...)`` of cumulative
+  sums ``L`` of ``-log a``, taken in float64 so that long chains keep 1e-5 relative
+  accuracy in float32.
+* :func:`embed_prior` — place a content prior inside the full token sequence,
+  special tokens (CLS, start/end of text) and padding getting ``C = 1``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LINK_EPS = 1e-9
+"""Added under the square root of ``p_ij * p_ji``: keeps every link > 0 (log-safe)."""
+
+
+def _masked_softmax(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis restricted to ``valid`` entries; 0 elsewhere.
+
+    Rows with no valid entry give all zeros (and finite gradients: no ``-inf``).
+    """
+    neg = torch.finfo(scores.dtype).min
+    p = torch.softmax(scores.masked_fill(~valid, neg), dim=-1)
+    return p * valid
+
+
+def chain_links(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Link affinities of one layer along a chain of tokens (text).
+
+    Args:
+        q, k: (B, N, G) neighbour queries ``Wq_g x`` and keys ``Wk_g x``.
+        valid: (B, N) bool, True for tokens inside the chain (content tokens);
+            padding and special tokens are not neighbours. None: all valid.
+
+    Returns:
+        (B, N-1) ``â[k]`` for the edge (k, k+1); 0 on edges with an invalid end.
+    """
+    if valid is None:
+        valid = torch.ones(q.shape[:2], dtype=torch.bool, device=q.device)
+    scale = q.shape[-1] ** -0.5
+    right = (q[:, :-1] * k[:, 1:]).sum(-1) * scale  # s_{i, i+1}, (B, N-1)
+    left = (q[:, 1:] * k[:, :-1]).sum(-1) * scale  # s_{i+1, i}, (B, N-1)
+    edge_ok = valid[:, :-1] & valid[:, 1:]
+    pad = torch.zeros_like(right[:, :1])
+    pad_ok = torch.zeros_like(edge_ok[:, :1])
+    # scores of token i towards its left / right neighbour: (B, N, 2)
+    scores = torch.stack([torch.cat([pad, left], 1), torch.cat([right, pad], 1)], -1)
+    ok = torch.stack([torch.cat([pad_ok, edge_ok], 1), torch.cat([edge_ok, pad_ok], 1)], -1)
+    p = _masked_softmax(scores.float(), ok)
+    p_right, p_left = p[:, :-1, 1], p[:, 1:, 0]  # p_{i -> i+1}, p_{i+1 -> i}
+    return torch.sqrt(p_right * p_left + LINK_EPS) * edge_ok
+
+
+def grid_links(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Link affinities of one layer on an H×W patch grid (row-major tokens).
+
+    Args:
+        q, k: (B, H*W, G) neighbour queries and keys of the patches.
+        grid: (H, W).
+
+    Returns:
+        h: (B, H, W-1) links between (r, c) and (r, c+1);
+        v: (B, H-1, W) links between (r, c) and (r+1, c).
+    """
+    H, W = grid
+    B, N, G = q.shape
+    if N != H * W:
+        raise ValueError(f"grid_links: expected {H}x{W}={H * W} patches, got {N}")
+    scale = G ** -0.5
+    q = q.reshape(B, H, W, G).float()
+    k = k.reshape(B, H, W, G).float()
+    s_r = (q[:, :, :-1] * k[:, :, 1:]).sum(-1) * scale  # (r,c) -> (r,c+1), (B, H, W-1)
+    s_l = (q[:, :, 1:] * k[:, :, :-1]).sum(-1) * scale  # (r,c+1) -> (r,c)
+    s_d = (q[:, :-1] * k[:, 1:]).sum(-1) * scale  # (r,c) -> (r+1,c), (B, H-1, W)
+    s_u = (q[:, 1:] * k[:, :-1]).sum(-1) * scale  # (r+1,c) -> (r,c)
+    # per-token scores towards [left, right, up, down]: (B, H, W, 4), padded where absent
+    scores = torch.stack([
+        F.pad(s_l, (1, 0)), F.pad(s_r, (0, 1)), F.pad(s_u, (0, 0, 1, 0)), F.pad(s_d, (0, 0, 0, 1)),
+    ], -1)
+    ok = torch.ones(H, W, 4, dtype=torch.bool, device=q.device)
+    ok[:, 0, 0] = False
+    ok[:, -1, 1] = False
+    ok[0, :, 2] = False
+    ok[-1, :, 3] = False
+    p = _masked_softmax(scores, ok.expand(B, H, W, 4))
+    h = torch.sqrt(p[:, :, :-1, 1] * p[:, :, 1:, 0] + LINK_EPS)
+    v = torch.sqrt(p[:, :-1, :, 3] * p[:, 1:, :, 2] + LINK_EPS)
+    return h, v
+
+
+def constrain(prev: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+    """Hierarchical constraint ``a^l = a^{l-1} + (1 - a^{l-1}) * â^l``; ``a^0 = 0``.
+
+    Args:
+        prev: link affinities of the previous hierarchy layer (any shape) or None.
+        new: this layer's ``â``, same shape.
+    """
+    if prev is None:
+        return new
+    return prev + (1.0 - prev) * new
+
+
+def _cost(links: torch.Tensor) -> torch.Tensor:
+    """Cumulative ``-log a`` along the last axis, float64, with a leading 0.
+
+    (..., M) -> (..., M+1): entry t is the path cost from position 0 to t.
+    """
+    c = -torch.log(links.double())
+    return F.pad(torch.cumsum(c, -1), (1, 0))
+
+
+def _path(cum: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Pairwise path costs ``|cum_a - cum_b|`` over the last axis, cast to ``dtype``
+    (at least float32). (..., M) -> (..., M, M)."""
+    return (cum.unsqueeze(-1) - cum.unsqueeze(-2)).abs().to(torch.promote_types(dtype, torch.float32))
+
+
+def chain_prior(links: torch.Tensor) -> torch.Tensor:
+    """Constituent prior of a chain (Tree Transformer, O(N²)).
+
+    Args:
+        links: (..., N-1) link affinities in (0, 1]; ``links[k]`` joins tokens k, k+1.
+
+    Returns:
+        (..., N, N) ``C[i, j] = prod_{k=min(i,j)}^{max(i,j)-1} links[k]``, ``C[i, i] = 1``.
+    """
+    out = torch.exp(-_path(_cost(links), links.dtype))
+    return out.to(links.dtype)
+
+
+def grid_prior(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Constituent prior on an H×W grid: the better of the two L-shaped paths (O(N²)).
+
+    Args:
+        h: (..., H, W-1) horizontal links, ``h[r, c]`` joins (r, c)-(r, c+1).
+        v: (..., H-1, W) vertical links, ``v[r, c]`` joins (r, c)-(r+1, c).
+
+    Returns:
+        (..., H*W, H*W), row-major patch index ``i = r*W + c``;
+        ``C[i, j] = max(P(row r_i: c_i→c_j, then column c_j: r_i→r_j),
+        P(column c_i: r_i→r_j, then row r_j: c_i→c_j))``.
+    """
+    H, W = h.shape[-2], h.shape[-1] + 1
+    if v.shape[-2:] != (H - 1, W):
+        raise ValueError(f"grid_prior: h {tuple(h.shape)} implies v (..., {H - 1}, {W}), got {tuple(v.shape)}")
+    row = _path(_cost(h), h.dtype)  # (..., H, W, W): [r, c_a, c_b], cost along row r
+    col = _path(_cost(v.transpose(-1, -2)), h.dtype)  # (..., W, H, H): [c, r_a, r_b], along column c
+    # broadcast to axes (r_i, c_i, r_j, c_j)
+    row_then_col = row.unsqueeze(-2) + _last3(col, 1, 2, 0).unsqueeze(-3)
+    col_then_row = _last3(col, 1, 0, 2).unsqueeze(-1) + _last3(row, 1, 0, 2).unsqueeze(-4)
+    out = torch.exp(-torch.minimum(row_then_col, col_then_row))
+    return out.reshape(*out.shape[:-4], H * W, H * W).to(h.dtype)
+
+
+def _last3(t: torch.Tensor, *order: int) -> torch.Tensor:
+    """Permute the last three axes of ``t`` into ``order`` (leading axes untouched)."""
+    lead = t.dim() - 3
+    return t.permute(*range(lead), *(lead + o for o in order))
+
+
+def embed_prior(prior: torch.Tensor, inside: torch.Tensor | None = None, offset: int = 0,
+                total: int | None = None) -> torch.Tensor:
+    """Place a content prior inside the full token sequence (special tokens get C = 1).
+
+    Args:
+        prior: (B, M, M) prior over the content tokens.
+        inside: (B, M) bool, tokens really in the structure; rows/columns of others
+            become 1 (padding, end of text). None: all inside.
+        offset: index of the first content token in the full sequence (1 after CLS / start).
+        total: full sequence length N (default ``offset + M``).
+
+    Returns:
+        (B, N, N) with ``C[i, j] = prior`` for content pairs and 1 elsewhere.
+    """
+    M = prior.shape[-1]
+    total = offset + M if total is None else total
+    if inside is not None:
+        both = inside.unsqueeze(-1) & inside.unsqueeze(-2)
+        prior = torch.where(both, prior, torch.ones_like(prior))
+    return F.pad(prior, (offset, total - offset - M, offset, total - offset - M), value=1.0)

@@ -1,0 +1,102 @@
+"""The HiCLIP model: two towers and a learned temperature, with open_clip CLIP's layout.
+
+Text modules live at the top level (``token_embedding``, ``positional_embedding``,
+``transformer``, ``ln_final``, ``text_projection``) and the image tower under
+``visual``, so an open_clip / OpenAI CLIP state dict maps onto it key for key.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import ChainStructure
+from .config import ModelCfg
+from .towers import ImageHierarchy, TextHierarchy, VisionTower, build_text_parts, content_mask, text_hierarchy
+
+
+class HiCLIP(nn.Module):
+    """CLIP with hierarchy-aware attention; exactly CLIP when the hierarchy is off."""
+
+    def __init__(self, cfg: ModelCfg):
+        super().__init__()
+        self.cfg = cfg
+        self.visual = VisionTower(cfg.vision_cfg, cfg.embed_dim, cfg.quick_gelu)
+        for name, part in build_text_parts(cfg.text_cfg, cfg.embed_dim, cfg.quick_gelu).items():
+            setattr(self, name, part)
+        self.context_length = cfg.text_cfg.context_length
+        self.vocab_size = cfg.text_cfg.vocab_size
+        causal = torch.full((self.context_length, self.context_length), float("-inf")).triu_(1)
+        self.register_buffer("attn_mask", causal, persistent=False)
+        self.logit_scale = nn.Parameter(torch.tensor(cfg.init_logit_scale))
+
+    @property
+    def has_hierarchy(self) -> bool:
+        return self.cfg.has_hierarchy
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False
+                     ) -> torch.Tensor | tuple[torch.Tensor, ImageHierarchy]:
+        """images (B, 3, S, S) -> features (B, E) [, ImageHierarchy if ``return_hierarchy``]."""
+        if return_hierarchy:
+            self._require_hierarchy(self.cfg.vision_cfg.hierarchy.enabled, "image")
+            features, hier = self.visual(images, return_hierarchy=True)
+            return (F.normalize(features, dim=-1) if normalize else features), hier
+        features = self.visual(images)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False
+                    ) -> torch.Tensor | tuple[torch.Tensor, TextHierarchy]:
+        """tokens (B, N<=ctx) ids -> features (B, E) at the end-of-text token [, TextHierarchy]."""
+        if return_hierarchy:
+            self._require_hierarchy(self.cfg.text_cfg.hierarchy.enabled, "text")
+        self._check_tokens(tokens)
+        n = tokens.shape[1]
+        x = self.token_embedding(tokens) + self.positional_embedding[:n].to(self.token_embedding.weight.dtype)
+        inside = content_mask(tokens)
+        x, history = self.transformer(x, self._text_mask(tokens, inside), ChainStructure(inside))
+        x = self.ln_final(x)
+        pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
+        features = F.normalize(pooled, dim=-1) if normalize else pooled
+        if return_hierarchy:
+            return features, text_hierarchy(history, inside, self.transformer.hierarchy_layers)
+        return features
+
+    def forward(self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """-> ``{"image_features", "text_features"}`` (normalised, (B, E)) and ``logit_scale`` (exp'd)."""
+        out = {"logit_scale": self.logit_scale.exp()}
+        if images is not None:
+            out["image_features"] = self.encode_image(images, normalize=True)
+        if tokens is not None:
+            out["text_features"] = self.encode_text(tokens, normalize=True)
+        return out
+
+    def _text_mask(self, tokens: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        """Causal (N, N) mask, or for bidirectional text a (B, 1, N, N) key-padding mask."""
+        n = tokens.shape[1]
+        if self.cfg.text_cfg.causal:
+            return self.attn_mask[:n, :n]
+        eot = tokens.argmax(dim=-1, keepdim=True)
+        keys_ok = torch.arange(n, device=tokens.device) <= eot  # (B, N): start, content, end
+        return torch.zeros(keys_ok.shape, device=tokens.device).masked_fill(~keys_ok, float("-inf"))[:, None, None, :]
+
+    def _check_tokens(self, tokens: torch.Tensor) -> None:
+        if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"expected token ids (B, N<={self.context_length}) of integer dtype, "
+                             f"got shape {tuple(tokens.shape)} dtype {tokens.dtype}")
+        if tokens.shape[1] > self.context_length:
+            raise ValueError(f"expected at most {self.context_length} tokens per caption, got {tokens.shape[1]}; "
+                             "tokenize with hiclip.get_tokenizer(name), which truncates")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got range "
+                             f"[{int(tokens.min())}, {int(tokens.max())}]")
+
+    @staticmethod
+    def _require_hierarchy(enabled: bool, tower: str) -> None:
+        if not enabled:
+            raise ValueError(f"this model has no hierarchy-aware attention in its {tower} tower "
+                             "(a CLIP config); use a HiCLIP-* model to read out hierarchies")
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names excluded from weight decay besides norms and biases."""
+        return {"logit_scale", "positional_embedding", "visual.positional_embedding", "visual.class_embedding"}

@@ -1,0 +1,120 @@
+"""hiclip.model / towers: hierarchy read-out, padding invariance, switches, bad input."""
+import dataclasses
+
+import pytest
+import torch
+
+import hiclip
+from hiclip.config import load_config
+
+CAPTIONS = ["a large red circle to the left of a small blue square", "a green star", "two objects"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return hiclip.create_model("HiCLIP-Tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return hiclip.get_tokenizer("HiCLIP-Tiny")(CAPTIONS)
+
+
+def test_forward_dict_and_normalised_features(tiny, tokens):
+    images = torch.randn(3, 3, 64, 64)
+    out = tiny(images, tokens)
+    assert set(out) == {"image_features", "text_features", "logit_scale"}
+    assert out["image_features"].shape == out["text_features"].shape == (3, 128)
+    torch.testing.assert_close(out["image_features"].norm(dim=-1), torch.ones(3))
+    assert out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-5)
+    torch.testing.assert_close(out["text_features"], tiny.encode_text(tokens, normalize=True))
+
+
+def test_hierarchy_readout_shapes_and_monotone_links(tiny, tokens):
+    with torch.no_grad():
+        _, img = tiny.encode_image(torch.randn(2, 3, 64, 64), return_hierarchy=True)
+        _, txt = tiny.encode_text(tokens, return_hierarchy=True)
+    assert img.h.shape == (2, 4, 8, 7) and img.v.shape == (2, 4, 7, 8) and img.layers == [0, 1, 2, 3]
+    assert txt.links.shape == (3, 4, 29) and txt.mask.shape == (3, 29)
+    n_content = [len(tiny_tok) for tiny_tok in map(hiclip.get_tokenizer().encode, CAPTIONS)]
+    assert txt.lengths.tolist() == n_content
+    assert txt.mask.sum(-1).tolist() == [n - 1 for n in n_content]
+    for t in (img.h, img.v, txt.links):
+        assert torch.all(t[:, 1:] >= t[:, :-1]) and t.max() <= 1
+    assert torch.all(txt.links[~txt.mask.unsqueeze(1).expand_as(txt.links)] == 0)
+    assert txt.links[txt.mask.unsqueeze(1).expand_as(txt.links)].min() > 0
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_padding_changes_no_output_of_real_tokens(causal, tokens):
+    cfg = load_config("HiCLIP-Tiny")
+    cfg.text_cfg.causal = causal
+    torch.manual_seed(0)
+    model = hiclip.create_model("HiCLIP-Tiny", config=cfg).eval()
+    eot = tokens.argmax(-1)
+    noisy = tokens.clone()
+    pad = torch.arange(tokens.shape[1]) > eot[:, None]
+    noisy[pad] = torch.randint(1, 49000, (int(pad.sum()),))
+    with torch.no_grad():
+        f, h = model.encode_text(tokens, return_hierarchy=True)
+        fn, hn = model.encode_text(noisy, return_hierarchy=True)
+        short = tokens[:1, : int(eot[0]) + 1]  # no padding at all
+        fs = model.encode_text(short)
+    torch.testing.assert_close(f, fn, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h.links, hn.links, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fs, f[:1], atol=1e-5, rtol=1e-5)
+
+
+def test_hierarchy_switched_off_per_layer_and_tower():
+    cfg = load_config("HiCLIP-Tiny")
+    cfg.vision_cfg.hierarchy.layers = [1, 3]
+    cfg.text_cfg.hierarchy.enabled = False
+    model = hiclip.create_model("HiCLIP-Tiny", config=cfg).eval()
+    with torch.no_grad():
+        _, img = model.encode_image(torch.randn(1, 3, 64, 64), return_hierarchy=True)
+    assert img.layers == [1, 3] and img.h.shape[1] == 2
+    names = [n for n, _ in model.named_parameters() if "link_" in n]
+    assert {n.split(".")[3] for n in names} == {"1", "3"} and all(n.startswith("visual.") for n in names)
+    with pytest.raises(ValueError, match="no hierarchy-aware attention"):
+        model.encode_text(hiclip.get_tokenizer("HiCLIP-Tiny")(["a"]), return_hierarchy=True)
+
+
+def test_clip_config_equals_hiclip_with_hierarchy_off():
+    on, off = load_config("HiCLIP-Tiny"), load_config("CLIP-Tiny")
+    on.vision_cfg.hierarchy.enabled = on.text_cfg.hierarchy.enabled = False
+    assert dataclasses.asdict(on) == dataclasses.asdict(off)
+    clip = hiclip.create_model("CLIP-Tiny")
+    assert not any("link_" in n for n in clip.state_dict())
+    with pytest.raises(ValueError, match="no hierarchy-aware attention"):
+        clip.encode_image(torch.randn(1, 3, 64, 64), return_hierarchy=True)
+
+
+def test_gradients_reach_hierarchy_parameters(tiny, tokens):
+    model = hiclip.create_model("HiCLIP-Tiny").train()
+    out = model(torch.randn(3, 3, 64, 64), tokens)
+    loss = (out["image_features"] @ out["text_features"].T * out["logit_scale"]).logsumexp(-1).mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.visual.transformer.resblocks[0].attn.link_q.weight.grad.abs().sum() > 0
+    assert model.transformer.resblocks[0].attn.link_k.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape,match", [((2, 3, 32, 32), r"\(B, 3, 64, 64\), got \(2, 3, 32, 32\)"),
+                                         ((2, 1, 64, 64), r"got \(2, 1, 64, 64\)"),
+                                         ((3, 64, 64), r"got \(3, 64, 64\)")])
+def test_bad_image_shape(tiny, shape, match):
+    with pytest.raises(ValueError, match=match):
+        tiny.encode_image(torch.randn(*shape))
+
+
+def test_bad_tokens(tiny, tokens):
+    bad = tokens.clone()
+    bad[0, 1] = 60000
+    with pytest.raises(ValueError, match=r"\[0, 49408\), got range \[0, 60000\]"):
+        tiny.encode_text(bad)
+    with pytest.raises(ValueError, match="at most 32 tokens"):
+        tiny.encode_text(torch.zeros(1, 40, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer dtype"):
+        tiny.encode_text(tokens.float())

@@ -1,0 +1,209 @@
+"""Caption trees from per-layer chain link affinities (DESIGN.md §2, top-down).
+
+Token links `links` (L, N-1): `links[l, k]` is the cumulative affinity at layer l
+(0 = lowest) between content tokens k and k+1 of one caption. Word pieces are
+grouped into words first (:func:`word_spans`); the link between two words is the
+link between the last piece of the first and the first piece of the second, and
+links inside a word are dropped, so a word is never split.
+
+Induction over word links `w` (L, M-1), threshold τ. A span of >= 2 words is
+*merged at layer l* when all its links at l are >= τ. ``_build(span, top)``:
+
+1. A single word is a leaf (``layer=None``).
+2. Look for the highest layer l <= top at which the span is not merged. If there is
+   none (merged at every layer up to ``top``), the span is a flat constituent whose
+   children are its words.
+3. Otherwise split the span at its weakest link at layer l (ties: the leftmost) into
+   two parts and build each with ``top = l``.
+
+The root is built with ``top = L-1``: split at the top layer unless merged there, else
+at the highest layer where it is not merged. Trees are binary except for flat constituents. A node's ``layer`` is the
+layer at which it formed: the lowest layer l such that it is merged at every layer
+>= l; ``None`` for single words and for spans not merged even at the top layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import nltk
+import numpy as np
+
+END_OF_WORD = "</w>"
+SPECIAL_PIECES = ("<start_of_text>", "<end_of_text>")
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A torch tensor (any device, with or without grad) or array-like as a float64 array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+@lru_cache(maxsize=1)
+def _tokenizer() -> Any:
+    from open_clip.tokenizer import SimpleTokenizer  # slow import: only when needed
+
+    return SimpleTokenizer()
+
+
+def caption_pieces(text: str, context_length: int = 77) -> tuple[list[str], bool]:
+    """The content word pieces of a caption as the text tower sees them, and whether
+    they were truncated (the tokenizer keeps ``context_length - 2`` pieces)."""
+    tok = _tokenizer()
+    ids = tok.encode(text)
+    keep = context_length - 2
+    return [tok.decoder[i] for i in ids[:keep]], len(ids) > keep
+
+
+def _as_pieces(tokens: Sequence[int] | Sequence[str], decoder: Mapping[int, str] | None) -> list[str]:
+    if all(isinstance(t, str) for t in tokens):
+        pieces = list(tokens)
+    elif all(isinstance(t, (int, np.integer)) for t in tokens):
+        table = decoder if decoder is not None else _tokenizer().decoder
+        missing = [int(t) for t in tokens if int(t) not in table]
+        if missing:
+            raise ValueError(f"token ids {missing[:5]} are not in the tokenizer's vocabulary")
+        pieces = [table[int(t)] for t in tokens]
+    else:
+        raise ValueError("expected a list of token ids (int) or of word pieces (str), got a mix")
+    special = [p for p in pieces if p in SPECIAL_PIECES]
+    if special:
+        raise ValueError(f"expected content tokens only, got special tokens {special}")
+    return pieces
+
+
+def word_spans(
+    tokens: Sequence[int] | Sequence[str], decoder: Mapping[int, str] | None = None
+) -> list[tuple[int, int]]:
+    """Group word pieces into words: half-open piece spans ``[(start, end), ...]``.
+
+    ``tokens``: N content token ids (decoded with ``decoder``, default open_clip's
+    SimpleTokenizer) or N pieces. A piece ending in "</w>" ends a word; trailing pieces
+    without one (a caption truncated mid-word) form a last word.
+    """
+    pieces = _as_pieces(tokens, decoder)
+    spans, start = [], 0
+    for i, piece in enumerate(pieces):
+        if piece.endswith(END_OF_WORD) or i == len(pieces) - 1:
+            spans.append((start, i + 1))
+            start = i + 1
+    return spans
+
+
+def _piece_text(pieces: Sequence[str]) -> str:
+    text = "".join(p.removesuffix(END_OF_WORD) for p in pieces)
+    if text.isascii():  # printable ASCII bytes map to themselves in CLIP's byte encoding
+        return text
+    byte_decoder = _tokenizer().byte_decoder
+    if not all(c in byte_decoder for c in text):
+        return text
+    return bytearray(byte_decoder[c] for c in text).decode("utf-8", errors="replace")
+
+
+def word_links(links: Any, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Token links (L, N-1) -> word links (L, M-1) for M word ``spans`` over N pieces."""
+    arr = to_numpy(links)
+    return arr[:, [end - 1 for _, end in spans[:-1]]]
+
+
+@dataclass
+class Tree:
+    """A constituent over words ``span = (start, end)`` (half-open) of a caption.
+
+    ``words`` are the words of this span; ``layer`` is the layer at which it formed
+    (see module doc; ``None`` for single words and never-merged spans);
+    ``truncated`` marks a root whose caption was cut by the context length.
+    """
+
+    span: tuple[int, int]
+    children: list[Tree]
+    layer: int | None
+    words: list[str]
+    truncated: bool = False
+
+    def __str__(self) -> str:
+        text = self.words[0] if not self.children else "(" + " ".join(str(c) for c in self.children) + ")"
+        return text + " …" if self.truncated else text
+
+    def spans(self) -> set[tuple[int, int]]:
+        """All constituent spans, single words and the whole span included."""
+        out = {self.span}
+        for child in self.children:
+            out |= child.spans()
+        return out
+
+    def to_nltk(self) -> nltk.Tree:
+        """An ``nltk.Tree`` whose leaves are the words; internal labels "L<layer>" or "X"."""
+        label = "X" if self.layer is None else f"L{self.layer}"
+        if not self.children:
+            return nltk.Tree(label, [self.words[0]])
+        return nltk.Tree(label, [c.words[0] if not c.children else c.to_nltk() for c in self.children])
+
+
+def _check_links(arr: np.ndarray, n_tokens: int) -> None:
+    if arr.ndim != 2 or arr.shape[1] != max(n_tokens - 1, 0) or arr.shape[0] < 1:
+        want = max(n_tokens - 1, 0)
+        raise ValueError(f"expected links of shape (L>=1, {want}) for {n_tokens} tokens, got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or arr.min(initial=0.0) < 0 or arr.max(initial=0.0) > 1:
+        raise ValueError("expected link affinities in [0, 1] (finite)")
+
+
+def _build(w: np.ndarray, words: list[str], start: int, end: int, top: int, threshold: float) -> Tree:
+    if end - start == 1:
+        return Tree((start, end), [], None, [words[start]])
+    mins = w[:, start : end - 1].min(axis=1)  # (L,)
+    unmerged = np.flatnonzero(mins < threshold)
+    formed = 0 if unmerged.size == 0 else int(unmerged[-1]) + 1
+    layer = formed if formed < len(mins) else None
+    below = unmerged[unmerged <= top]
+    if below.size == 0:
+        kids = [Tree((i, i + 1), [], None, [words[i]]) for i in range(start, end)]
+        return Tree((start, end), kids, layer, words[start:end])
+    split_layer = int(below[-1])
+    cut = start + int(np.argmin(w[split_layer, start : end - 1])) + 1
+    kids = [_build(w, words, start, cut, split_layer, threshold), _build(w, words, cut, end, split_layer, threshold)]
+    return Tree((start, end), kids, layer, words[start:end])
+
+
+def induce_tree(
+    links: Any,
+    tokens: Sequence[int] | Sequence[str],
+    threshold: float = 0.5,
+    truncated: bool = False,
+    decoder: Mapping[int, str] | None = None,
+) -> Tree:
+    """The tree of one caption from its token links (L, N-1) and N content tokens
+    (ids or pieces). ``truncated`` is set on the root (also when the last piece does
+    not end a word)."""
+    pieces = _as_pieces(tokens, decoder)
+    if not pieces:
+        raise ValueError("expected at least one content token, got none")
+    arr = to_numpy(links)
+    _check_links(arr, len(pieces))
+    spans = word_spans(pieces)
+    words = [_piece_text(pieces[s:e]) for s, e in spans]
+    tree = _build(word_links(arr, spans), words, 0, len(words), arr.shape[0] - 1, threshold)
+    tree.truncated = truncated or not pieces[-1].endswith(END_OF_WORD)
+    return tree
+
+
+def induce_trees(
+    links: Any,
+    tokens: Sequence[Sequence[int] | Sequence[str]],
+    threshold: float = 0.5,
+    truncated: Sequence[bool] | None = None,
+    decoder: Mapping[int, str] | None = None,
+) -> list[Tree]:
+    """Trees for a batch: ``links`` padded (B, L, Nmax-1) or a list of (L, N_b-1);
+    caption b uses ``links[b][:, :N_b-1]`` with N_b = ``len(tokens[b])``."""
+    if len(links) != len(tokens):
+        raise ValueError(f"expected as many link tables as captions, got {len(links)} and {len(tokens)}")
+    flags = truncated if truncated is not None else [False] * len(tokens)
+    return [
+        induce_tree(to_numpy(lk)[:, : max(len(tk) - 1, 0)], tk, threshold, fl, decoder)
+        for lk, tk, fl in zip(links, tokens, flags)
+    ]

@@ -1,13 +1,26 @@
-"""The ``hiclip`` console command: a thin argparse layer over the library."""
+"""The ``hiclip`` console command: a thin argparse layer over the library.
+
+Each subcommand parses its options and calls one library function; errors the user
+can fix (bad names, files, inputs) print one line and exit with status 2.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-
-import torch
+from pathlib import Path
 
 from . import factory
+
+
+def _add_model_args(p: argparse.ArgumentParser, default: str = "HiCLIP-Tiny") -> None:
+    p.add_argument("--model", default=default,
+                   help="model name (see `hiclip models`), JSON config, or a checkpoint from `hiclip train` "
+                        "(default: %(default)s)")
+    p.add_argument("--pretrained", default=None, help="local weights file (open_clip / OpenAI state dict)")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.5, help="merge threshold tau (default: %(default)s)")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -20,32 +33,148 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    model = factory.create_model(args.model).eval()
-    tokens = factory.get_tokenizer(args.model)([args.caption])
-    with torch.no_grad():
-        _, hier = model.encode_text(tokens, return_hierarchy=True)
-    tok = factory.get_tokenizer(args.model)
-    pieces = [tok.decoder[int(t)] for t in tokens[0, 1:1 + int(hier.lengths[0])]]
-    print(f"{args.model} (untrained) link affinities a^l between consecutive word pieces:")
-    print("layer " + " ".join(f"{p[:9]:>9s}" for p in pieces))
-    for layer, row in zip(hier.layers, hier.links[0]):
-        print(f"{layer:5d}     " + " ".join(f"{v:9.3f}" for v in row[: len(pieces) - 1].tolist()))
+def _cmd_parse(args: argparse.Namespace) -> int:
+    from .induce.draw import draw_tree
+    from .induce.run import caption_trees
+    model, _, tokenizer = factory.load_for_inference(args.model, args.pretrained, args.device)
+    trees, _ = caption_trees(model, tokenizer, args.captions, args.threshold)
+    for i, tree in enumerate(trees):
+        print(tree)
+        if args.png:
+            path = Path(args.png)
+            path = path if len(trees) == 1 else path.with_name(f"{path.stem}-{i}{path.suffix}")
+            draw_tree(tree, path)
+            print(f"  picture: {path}")
     return 0
+
+
+def _cmd_groups(args: argparse.Namespace) -> int:
+    from .induce.draw import draw_groups, groups_gif
+    from .induce.run import image_groups, load_image
+    model, transform, _ = factory.load_for_inference(args.model, args.pretrained, args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = [load_image(p) for p in args.images]
+    labels, _ = image_groups(model, transform, images, args.threshold)
+    for path, image, lab in zip(args.images, images, labels):
+        view = _unnormalise(transform(image))  # the crop the model saw
+        stem = Path(path).stem
+        draw_groups(view, lab, out / f"{stem}-groups.png")
+        groups_gif(view, lab, out / f"{stem}-groups.gif")
+        counts = " ".join(str(len(set(layer.ravel().tolist()))) for layer in lab)
+        print(f"{path}: regions per layer {counts} -> {out / (stem + '-groups.png')}, {stem}-groups.gif")
+    return 0
+
+
+def _unnormalise(x):
+    """(3, S, S) normalised tensor -> PIL image of what the model saw."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from torchvision.transforms.functional import to_pil_image
+    import torch
+    mean, std = torch.tensor(OPENAI_DATASET_MEAN)[:, None, None], torch.tensor(OPENAI_DATASET_STD)[:, None, None]
+    return to_pil_image((x * std + mean).clamp(0, 1))
+
+
+def _cmd_induce_eval(args: argparse.Namespace) -> int:
+    from .induce.run import format_report, induce_eval
+    model, transform, tokenizer = factory.load_for_inference(args.model, args.pretrained, args.device)
+    report = induce_eval(model, transform, tokenizer, n=args.n, threshold=args.threshold, seed=args.seed,
+                         split=args.split, gold_trees=args.gold_trees)
+    report["model"], report["pretrained"] = args.model, args.pretrained
+    print(format_report(report))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.results import compare
+    from .eval.run import run_eval
+    if args.compare:
+        print(compare(args.compare))
+        return 0
+    model, pretrained = args.model, args.pretrained
+    if model is not None and pretrained is None:
+        model, pretrained = factory.resolve_model(model)
+    pretrained = None if pretrained is None else str(pretrained)
+    run_eval(model, pretrained, tasks=args.tasks, datasets=args.datasets, batch_size=args.batch_size,
+             device=args.device, output_dir=args.output_dir, num_workers=args.workers,
+             world_size=args.world_size, world_image_size=args.world_image_size, seed=args.seed,
+             classnames_file=args.classnames, templates_file=args.templates, image_root=args.image_root,
+             csv_image_key=args.csv_img_key, csv_caption_key=args.csv_caption_key, csv_sep=args.csv_sep)
+    return 0
+
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    from .eval.run import TASKS
+    e = sub.add_parser("eval", help="zero-shot classification, retrieval, linear probe, compositional tests",
+                       description="Evaluate a model; one CLIP_benchmark-style JSON per model x dataset x task.")
+    e.add_argument("--model", help="model name, or a checkpoint from `hiclip train` (its model is read from it)")
+    e.add_argument("--pretrained", help="weights file (a `hiclip train` checkpoint or a CLIP state dict)")
+    e.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK",
+                   help=f"tasks (default: all of {', '.join(TASKS)})")
+    e.add_argument("--datasets", nargs="+", default=["world"],
+                   help="'world', 'world/<shape|colour|size|count|holdout>', an image folder root/<class>/*, "
+                        "a .csv (image path, caption) or a COCO/Flickr30k Karpathy .json (default: world)")
+    e.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    e.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    e.add_argument("--workers", type=int, default=0, help="data loader workers (default: %(default)s)")
+    e.add_argument("--output-dir", default="results", help="where result JSONs go (default: %(default)s)")
+    e.add_argument("--world-size", type=int, default=500, help="samples per world dataset (default: %(default)s)")
+    e.add_argument("--world-image-size", type=int, default=64, help="world rendering size (default: %(default)s)")
+    e.add_argument("--seed", type=int, default=0, help="world seed (default: %(default)s)")
+    e.add_argument("--classnames", help="class-name file for an image folder (one per line, sorted-folder order)")
+    e.add_argument("--templates", help="prompt template file (one per line, with {c} or {})")
+    e.add_argument("--image-root", help="root for relative image paths in a .csv / Karpathy .json")
+    e.add_argument("--csv-img-key", default="filepath", help="(default: %(default)s)")
+    e.add_argument("--csv-caption-key", default="title", help="(default: %(default)s)")
+    e.add_argument("--csv-sep", default=",", help="(default: %(default)r)")
+    e.add_argument("--compare", nargs="+", metavar="RESULT_JSON", help="print result files side by side and exit")
+    e.set_defaults(func=_cmd_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hiclip", description="HiCLIP: CLIP with hierarchy-aware attention.")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     m = sub.add_parser("models", help="list the built-in model configs")
     m.add_argument("--params", action="store_true", help="also count parameters (builds each model)")
     m.set_defaults(func=_cmd_models)
-    d = sub.add_parser("demo", help="run the main demo")
-    d.add_argument("--model", default="HiCLIP-Tiny", help="model name (default: %(default)s)")
-    d.add_argument("--caption", default="a large red circle to the left of a small blue square")
-    d.add_argument("--out", default="demo_out", help="output directory")
-    d.set_defaults(func=_cmd_demo)
+
+    pa = sub.add_parser("parse", help="print (and draw) the induced parse tree of captions")
+    pa.add_argument("captions", nargs="+", help="one or more captions")
+    pa.add_argument("--png", help="also draw the tree to this PNG/SVG file (numbered when several)")
+    _add_model_args(pa)
+    pa.set_defaults(func=_cmd_parse)
+
+    g = sub.add_parser("groups", help="write per-layer region overlays (PNG + GIF) of images")
+    g.add_argument("images", nargs="+", help="image files")
+    g.add_argument("--out", default="groups_out", help="output directory (default: %(default)s)")
+    _add_model_args(g)
+    g.set_defaults(func=_cmd_groups)
+
+    ie = sub.add_parser("induce-eval", help="score induced trees and groups against gold, with baselines")
+    _add_model_args(ie)
+    ie.add_argument("--n", type=int, default=500, help="captions / images from the embedded world (default: %(default)s)")
+    ie.add_argument("--split", default="test", help="embedded-world split (default: %(default)s)")
+    ie.add_argument("--seed", type=int, default=0, help="world seed (default: %(default)s)")
+    ie.add_argument("--gold-trees", help="file of PTB-style bracketed trees, one per line, to score captions against")
+    ie.add_argument("--out", help="write the JSON report here")
+    ie.set_defaults(func=_cmd_induce_eval)
+
+    _add_optional_commands(sub)
     return p
+
+
+def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
+    """Commands whose modules register their own options: train, eval, demo."""
+    _add_eval_parser(sub)
+    from .train.cli_args import add_train_arguments, run_from_args
+    t = sub.add_parser("train", help="pretrain a model (embedded world, WebDataset or CSV; DDP with torchrun)")
+    add_train_arguments(t)
+    t.set_defaults(func=run_from_args)
 
 
 def main(argv: list[str] | None = None) -> int:

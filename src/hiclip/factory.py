@@ -127,3 +127,26 @@ def _mismatch_message(path: str | Path, missing: list[str], unexpected: list[str
     if wrong:
         parts.append(f"shape mismatches: {few(wrong)}")
     return "\n  ".join(parts)
+
+
+def resolve_model(model: str, pretrained: str | Path | None = None) -> tuple[str, str | Path | None]:
+    """Accept a model name, or a checkpoint file written by ``hiclip train`` in place of it.
+
+    -> ``(model name or config path, weights file or None)``.
+    """
+    path = Path(model)
+    if path.suffix in (".pt", ".pth", ".bin") or (path.is_file() and path.suffix != ".json"):
+        name = load_checkpoint_info(path).get("model")
+        if not isinstance(name, str):
+            raise ValueError(f"{path} does not name its model (a bare state dict): "
+                             "pass --model NAME --pretrained FILE instead")
+        return name, path
+    return model, pretrained
+
+
+def load_for_inference(model: str, pretrained: str | Path | None = None, device: str = "cpu"
+                       ) -> tuple[HiCLIP, Callable, SimpleTokenizer]:
+    """-> ``(model in eval mode, eval transform, tokenizer)`` from a name (+ weights) or a checkpoint."""
+    name, weights = resolve_model(model, pretrained)
+    net, _, transform = create_model_and_transforms(name, weights, device=device)
+    return net.eval(), transform, get_tokenizer(name)

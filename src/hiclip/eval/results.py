@@ -1,0 +1,90 @@
+"""Result files (CLIP_benchmark's format) and tables.
+
+One JSON per model x dataset x task: ``{"dataset", "model", "pretrained", "task",
+"metrics": {name: number}}``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REQUIRED_KEYS = ("dataset", "model", "pretrained", "task", "metrics")
+
+
+def make_record(dataset: str, model: str, pretrained: str | None, task: str,
+                metrics: dict[str, float]) -> dict[str, Any]:
+    """A result record in CLIP_benchmark's layout."""
+    return {"dataset": dataset, "model": model, "pretrained": pretrained, "task": task,
+            "metrics": metrics}
+
+
+def result_filename(record: dict[str, Any]) -> str:
+    """``{dataset}_{pretrained}_{model}_{task}.json`` with path-unsafe characters replaced."""
+    pretrained = Path(record["pretrained"]).stem if record["pretrained"] else "none"
+    parts = [record["dataset"], pretrained, record["model"], record["task"]]
+    return "_".join(re.sub(r"[^A-Za-z0-9._+-]+", "-", str(p)) for p in parts) + ".json"
+
+
+def write_result(record: dict[str, Any], output_dir: str | Path) -> Path:
+    """Write one record as JSON under ``output_dir`` (created if needed); returns its path."""
+    path = Path(output_dir) / result_filename(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    """Read and check one result JSON; ValueError naming the file if malformed."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read result file {path}: {err}") from err
+    missing = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
+    if missing or not isinstance(record["metrics"], dict):
+        raise ValueError(f"result file {path}: expected keys {list(REQUIRED_KEYS)} with a "
+                         f"'metrics' object, missing {missing or ['metrics (not an object)']}")
+    return record
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "-" if value is None else str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_results(records: Sequence[dict[str, Any]]) -> str:
+    """One row per (record, metric): model, pretrained, dataset, task, metric, value."""
+    rows = [[r["model"], _fmt(r["pretrained"]), r["dataset"], r["task"], name, _fmt(value)]
+            for r in records for name, value in r["metrics"].items()]
+    return _table(["model", "pretrained", "dataset", "task", "metric", "value"], rows)
+
+
+def compare(paths: Sequence[str | Path]) -> str:
+    """Side-by-side table of two or more result files: metrics as rows, files as columns
+    (headed by file name, with model / pretrained / dataset / task rows); with exactly two
+    files, a last column holds the difference second - first."""
+    if len(paths) < 2:
+        raise ValueError(f"expected two or more result files to compare, got {len(paths)}")
+    records = [read_result(p) for p in paths]
+    names = list(dict.fromkeys(n for r in records for n in r["metrics"]))
+    header = ["metric"] + [Path(p).name for p in paths] + (["diff"] if len(paths) == 2 else [])
+    rows = [[key] + [_fmt(r[key]) for r in records] + ([""] if len(paths) == 2 else [])
+            for key in ("model", "pretrained", "dataset", "task")]
+    for name in names:
+        values = [r["metrics"].get(name) for r in records]
+        row = [name] + [_fmt(v) for v in values]
+        if len(paths) == 2:
+            numeric = all(isinstance(v, (int, float)) for v in values)
+            row.append(_fmt(values[1] - values[0]) if numeric else "-")
+        rows.append(row)
+    return _table(header, rows)

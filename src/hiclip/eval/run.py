@@ -1,0 +1,195 @@
+"""Evaluation orchestration: model x tasks x datasets -> result JSONs (what a CLI calls).
+
+Dataset specs: ``"world"`` (every world dataset the task supports), ``"world/<task>"``
+with task in shape / colour / size / count / holdout (``"world/holdout"`` is also the
+held-out split for retrieval and compositional tests), an image folder
+(``root/<class>/*``; with ``root/train`` and ``root/test`` it also serves the linear
+probe, and zero-shot uses ``root/test``), a ``.csv`` of image paths and captions, or a
+Karpathy-split ``.json`` (both retrieval). A task that cannot run on a dataset is
+skipped with a note.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
+
+from . import compositional, linear_probe, retrieval, zeroshot
+from .datasets import (DEFAULT_TEMPLATES, SkipBadImages, collate_skip_none, csv_captions,
+                       image_folder, karpathy_json, read_templates, world_classification,
+                       world_compositional, world_retrieval)
+from .results import format_results, make_record, write_result
+
+TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "compositional")
+WORLD_TASKS = ("shape", "colour", "size", "count", "holdout")
+
+
+@dataclass
+class EvalSettings:
+    """Options shared by all tasks (plain keyword arguments of :func:`run_eval`)."""
+    batch_size: int = 64
+    num_workers: int = 0
+    device: str = "cpu"
+    amp: bool = False
+    world_size: int = 500
+    world_image_size: int = 64
+    seed: int = 0
+    classnames_file: str | None = None
+    templates_file: str | None = None
+    image_root: str | None = None
+    karpathy_split: str = "test"
+    csv_image_key: str = "filepath"
+    csv_caption_key: str = "title"
+    csv_sep: str = ","
+    recall_k: Sequence[int] = (1, 5, 10)
+    c_grid: Sequence[float] = linear_probe.DEFAULT_C_GRID
+    chunk_size: int = 1024
+
+
+def expand_dataset(task: str, spec: str) -> list[str]:
+    """Concrete dataset names that ``task`` runs on for one dataset spec ([] if none)."""
+    if spec == "world":
+        return {"zeroshot_classification": [f"world/{t}" for t in WORLD_TASKS],
+                "linear_probe": [f"world/{t}" for t in WORLD_TASKS if t != "holdout"]
+                }.get(task, ["world"])
+    if spec.startswith("world/"):
+        if spec[6:] not in WORLD_TASKS:
+            raise ValueError(f"unknown world dataset {spec!r}; expected one of "
+                             f"{['world'] + [f'world/{t}' for t in WORLD_TASKS]}")
+        holdout = spec == "world/holdout"
+        fits = {"zeroshot_classification": True, "linear_probe": not holdout}.get(task, holdout)
+        return [spec] if fits else []
+    path = Path(spec)
+    if not path.exists():
+        raise ValueError(f"dataset {spec!r}: expected 'world', 'world/<task>', an image folder, "
+                         "a .csv or a Karpathy .json file; no such file or folder")
+    fits = {"zeroshot_classification": path.is_dir(),
+            "linear_probe": (path / "train").is_dir() and (path / "test").is_dir(),
+            "zeroshot_retrieval": path.is_file() and path.suffix.lower() in (".csv", ".json")}
+    return [spec] if fits.get(task, False) else []
+
+
+def _loader(dataset: Dataset, s: EvalSettings) -> DataLoader:
+    return DataLoader(SkipBadImages(dataset), batch_size=s.batch_size, shuffle=False,
+                      num_workers=s.num_workers, collate_fn=collate_skip_none)
+
+
+def _classification_set(name: str, part: str, transform: Callable, s: EvalSettings
+                        ) -> tuple[Dataset, list[str]]:
+    """(dataset with ``.classes``, templates) for a world task or an image folder."""
+    templates = read_templates(s.templates_file) if s.templates_file else None
+    if name.startswith("world/"):
+        dataset, world_templates = world_classification(
+            name[6:], s.world_size, transform, split=part, seed=s.seed, image_size=s.world_image_size)
+        return dataset, templates or world_templates
+    root = Path(name) / part if (Path(name) / part).is_dir() else Path(name)
+    return image_folder(root, transform, s.classnames_file), templates or DEFAULT_TEMPLATES
+
+
+def _world_split(name: str) -> str:
+    return "holdout" if name == "world/holdout" else "test"
+
+
+def run_task(task: str, name: str, model, transform: Callable, tokenizer, s: EvalSettings
+             ) -> dict[str, float]:
+    """Metrics of one task on one concrete dataset name (see :func:`expand_dataset`)."""
+    if task == "zeroshot_classification":
+        dataset, templates = _classification_set(name, "test", transform, s)
+        return zeroshot.evaluate(model, _loader(dataset, s), tokenizer, dataset.classes,
+                                 templates, s.device, s.amp)
+    if task == "linear_probe":
+        train, _ = _classification_set(name, "train", transform, s)
+        test, _ = _classification_set(name, "test", transform, s)
+        return linear_probe.evaluate(model, _loader(train, s), _loader(test, s), s.device,
+                                     s.amp, s.c_grid, seed=s.seed)
+    if task == "zeroshot_retrieval":
+        if name.startswith("world"):
+            dataset = world_retrieval(s.world_size, transform, _world_split(name), s.seed,
+                                      s.world_image_size)
+        elif name.lower().endswith(".csv"):
+            dataset = csv_captions(name, transform, s.csv_image_key, s.csv_caption_key,
+                                   s.csv_sep, s.image_root)
+        else:
+            dataset = karpathy_json(name, transform, s.image_root, s.karpathy_split)
+        return retrieval.evaluate(model, _loader(dataset, s), tokenizer, s.device, s.amp,
+                                  s.recall_k, s.chunk_size)
+    dataset = world_compositional(s.world_size, transform, _world_split(name), s.seed,
+                                  s.world_image_size)
+    return compositional.evaluate(model, _loader(dataset, s), tokenizer, s.device, s.amp)
+
+
+def evaluate_model(model, transform: Callable, tokenizer, *, model_name: str,
+                   pretrained: str | None, tasks: Sequence[str] = TASKS,
+                   datasets: Sequence[str] = ("world",), output_dir: str | Path = "results",
+                   verbose: bool = True, **options: Any) -> list[dict[str, Any]]:
+    """Run every task on every dataset it supports with a loaded model (eval transform,
+    tokenizer); write one JSON each under ``output_dir``; return the records."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"unknown task(s) {unknown or tasks}; expected some of {list(TASKS)}")
+    try:
+        s = EvalSettings(**options)
+    except TypeError as err:
+        raise ValueError(f"unknown evaluation option: {err}") from err
+    jobs = []
+    for task in tasks:
+        for spec in datasets:
+            names = expand_dataset(task, spec)
+            if not names and verbose:
+                print(f"skipping {task} on {spec}: not a dataset this task can use")
+            jobs += [(task, name) for name in names]
+    jobs = list(dict.fromkeys(jobs))  # "world" and "world/count" overlap
+    if not jobs:
+        raise ValueError(f"none of the tasks {list(tasks)} can run on datasets {list(datasets)}")
+    model = model.to(s.device).eval()
+    records = []
+    for task, name in jobs:
+        metrics = run_task(task, name, model, transform, tokenizer, s)
+        record = make_record(name, model_name, pretrained, task, metrics)
+        path = write_result(record, output_dir)
+        records.append(record)
+        if verbose:
+            print(f"wrote {path}")
+    if verbose:
+        print(format_results(records))
+    return records
+
+
+def load_model(model: str | None, pretrained: str | None, device: str = "cpu"
+               ) -> tuple[Any, Callable, Any, str]:
+    """(model, eval transform, tokenizer, model name) from the hiclip factory; the name
+    defaults to the checkpoint's. A missing, mismatched or unloadable checkpoint gives a
+    ValueError saying so."""
+    import hiclip
+    from hiclip.factory import load_checkpoint_info
+
+    if pretrained is not None:
+        if not Path(pretrained).is_file():
+            raise ValueError(f"checkpoint {pretrained} does not exist")
+        saved = load_checkpoint_info(pretrained).get("model")
+        if model is not None and saved is not None and saved != model:
+            raise ValueError(f"checkpoint {pretrained} holds a {saved!r} model, not {model!r}")
+        model = model or saved
+    if model is None:
+        raise ValueError("expected a model name, or a checkpoint that records one; got neither")
+    hiclip.factory.load_config(model)  # unknown names: a ValueError listing the known ones
+    try:
+        net, _, transform = hiclip.create_model_and_transforms(model, pretrained=pretrained)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise ValueError(f"cannot load checkpoint {pretrained} into model {model!r}: {err}") from err
+    return net.to(device), transform, hiclip.get_tokenizer(model), model
+
+
+def run_eval(model: str | None, pretrained: str | None = None, tasks: Sequence[str] = TASKS,
+             datasets: Sequence[str] = ("world",), batch_size: int = 64, device: str = "cpu",
+             output_dir: str | Path = "results", verbose: bool = True, **options: Any
+             ) -> list[dict[str, Any]]:
+    """Evaluate a hiclip model (name and/or checkpoint path) on tasks x datasets; other
+    keyword options are the fields of :class:`EvalSettings`. Returns the result records."""
+    net, transform, tokenizer, name = load_model(model, pretrained, device)
+    return evaluate_model(net, transform, tokenizer, model_name=name, pretrained=pretrained,
+                          tasks=tasks, datasets=datasets, output_dir=output_dir, verbose=verbose,
+                          batch_size=batch_size, device=device, **options)

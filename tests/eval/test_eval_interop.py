@@ -1,0 +1,60 @@
+"""Agreement with CLIP_benchmark's metrics and open_clip's zero-shot classifier."""
+from __future__ import annotations
+
+import pytest
+import torch
+from open_clip.zero_shot_classifier import build_zero_shot_classifier as open_clip_classifier
+from torch.utils.data import DataLoader
+
+from hiclip.eval import retrieval, zeroshot
+from hiclip.eval.datasets import CaptionDataset, SkipBadImages, collate_skip_none, image_folder
+
+CLASSNAMES = [f"thing number {i}" for i in range(6)]
+
+
+def test_classifier_matches_open_clip(tiny_clip):
+    model, _, tokenizer = tiny_clip
+    for templates in (["a photo of a {}.", "{} again"], [lambda c: f"itap of {c}"]):
+        ours = zeroshot.build_zero_shot_classifier(model, tokenizer, CLASSNAMES, templates,
+                                                   num_classes_per_batch=4)
+        ref = open_clip_classifier(model, tokenizer, CLASSNAMES, templates, num_classes_per_batch=None)
+        assert ours.shape == (32, 6)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def _topk_accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[float]:
+    """clip_benchmark 1.6.2's ``accuracy``, with ``.item()`` in place of ``float(ndarray)``,
+    which numpy >= 2.4 refuses for a 1-element, 1-d array."""
+    pred = output.topk(max(topk), 1, True, True)[1].t()
+    correct = pred.eq(target.view(1, -1).expand_as(pred))
+    return [correct[:k].reshape(-1).float().sum().item() / len(target) for k in topk]
+
+
+def test_zeroshot_matches_clip_benchmark(tiny_clip, random_folder, monkeypatch):
+    cb = pytest.importorskip("clip_benchmark.metrics.zeroshot_classification")
+    monkeypatch.setattr(cb, "accuracy", _topk_accuracy)
+    model, transform, tokenizer = tiny_clip
+    dataset = image_folder(random_folder / "test", transform)
+    loader = DataLoader(SkipBadImages(dataset), batch_size=5, collate_fn=collate_skip_none)
+    templates = ["a photo of a {c}.", "a {c}"]
+    ref = cb.evaluate(model, loader, tokenizer, CLASSNAMES, templates, "cpu", amp=False)
+    ours = zeroshot.evaluate(model, loader, tokenizer, CLASSNAMES, templates, "cpu")
+    for key in ("acc1", "acc5", "mean_per_class_recall"):
+        assert ours[key] == pytest.approx(ref[key]), key
+    assert ours["skipped"] == 0
+
+
+def test_retrieval_matches_clip_benchmark(tiny_clip, random_folder):
+    cb = pytest.importorskip("clip_benchmark.metrics.zeroshot_retrieval")
+    model, transform, tokenizer = tiny_clip
+    paths = sorted((random_folder / "train").rglob("*.png"))
+    captions = [[f"image {i} of a {p.parent.name}", f"number {i}"][: 1 + i % 2]
+                for i, p in enumerate(paths)]
+    loader = DataLoader(SkipBadImages(CaptionDataset(paths, captions, transform)), batch_size=7,
+                        collate_fn=collate_skip_none)
+    ks = [1, 5, 10]
+    ref = cb.evaluate(model, loader, tokenizer, "cpu", amp=False, recall_k_list=ks)
+    ours = retrieval.evaluate(model, loader, tokenizer, "cpu", recall_k_list=ks, chunk_size=5)
+    assert set(ref) <= set(ours)
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value), key

@@ -1,0 +1,69 @@
+"""Per-step metrics to ``metrics.csv`` / ``val.csv`` and TensorBoard (rank 0 only)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+TRAIN_FIELDS = ("step", "epoch", "loss", "lr", "logit_scale", "grad_norm", "samples_per_s", "elapsed_s")
+VAL_FIELDS = ("step", "epoch", "val_loss", "i2t_r1", "t2i_r1", "samples")
+
+
+def _open_csv(path: Path, fields: tuple[str, ...], keep_until: int):
+    """Open ``path`` for appending rows; rows of steps after ``keep_until`` are dropped first
+    (a resumed run rewrites the steps it repeats). Returns (file, DictWriter)."""
+    kept: list[dict[str, str]] = []
+    if keep_until > 0 and path.is_file():
+        with path.open(newline="") as f:
+            kept = [row for row in csv.DictReader(f) if row.get("step", "").isdigit()
+                    and int(row["step"]) <= keep_until]
+    f = path.open("w", newline="")
+    writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(kept)
+    f.flush()
+    return f, writer
+
+
+def read_csv(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a metrics / val CSV as floats."""
+    with Path(path).open(newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class MetricsWriter:
+    """Writes ``OUT/metrics.csv``, ``OUT/val.csv`` and (optionally) ``OUT/tensorboard/``.
+
+    ``keep_until``: the step the run starts from (0 for a fresh run); earlier rows are kept.
+    """
+
+    def __init__(self, out_dir: Path, keep_until: int = 0, tensorboard: bool = True):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._train = _open_csv(out_dir / "metrics.csv", TRAIN_FIELDS, keep_until)
+        self._val = _open_csv(out_dir / "val.csv", VAL_FIELDS, keep_until)
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # slow import; only when asked for
+            self._tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=keep_until + 1 if keep_until else None)
+
+    def _write(self, target, prefix: str, row: dict[str, float]) -> None:
+        f, writer = target
+        writer.writerow(row)
+        f.flush()
+        if self._tb is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch"):
+                    self._tb.add_scalar(f"{prefix}/{key}", value, int(row["step"]))
+
+    def train(self, row: dict[str, float]) -> None:
+        """One optimizer step: keys of ``TRAIN_FIELDS``."""
+        self._write(self._train, "train", row)
+
+    def val(self, row: dict[str, float]) -> None:
+        """One validation: keys of ``VAL_FIELDS``."""
+        self._write(self._val, "val", row)
+
+    def close(self) -> None:
+        self._train[0].close()
+        self._val[0].close()
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,45 @@
+"""Body of the 2-process gloo test (run by torch.multiprocessing.spawn from test_train_ddp)."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+import train_fakes as fakes
+from hiclip import create_model
+from hiclip.train import TrainConfig, train
+from hiclip.train.distributed import init_distributed, mean_over_ranks
+from hiclip.train.step import StepOptions, accumulate_gradients
+
+GLOBAL_BATCH = 8
+VARIANTS = {"global": (False, 1), "local_loss": (True, 1), "global_accum2": (False, 2), "local_accum2": (True, 2)}
+
+
+def grads_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+def run(rank: int, world: int, port: int, config: str, out_dir: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    info = init_distributed("cpu")
+    torch.manual_seed(0)
+    model = DistributedDataParallel(create_model(config))
+    images, tokens = fakes.global_batch(0, 0, 0, GLOBAL_BATCH)
+    b = GLOBAL_BATCH // world
+    mine = images[rank * b:(rank + 1) * b], tokens[rank * b:(rank + 1) * b]
+    results = {}
+    for name, (local_loss, accum) in VARIANTS.items():
+        opts = StepOptions(info, local_loss=local_loss, gather_with_grad=True)
+        micro = [(mine[0][i::accum], mine[1][i::accum]) for i in range(accum)]
+        loss = accumulate_gradients(model, micro, opts)
+        results[name] = {"loss": mean_over_ranks(loss, info).item(), "grads": grads_of(model.module)}
+        model.zero_grad(set_to_none=True)
+    summary = train(TrainConfig(output_dir=f"{out_dir}/run", model=config, data="fake:4", val_data="none",
+                                batch_size=2, steps=3, workers=0, save_every=0, tensorboard=False,
+                                progress=False, gather_with_grad=True, warmup_steps=1),
+                    make_loader=fakes.make_loader)
+    if rank == 0:
+        torch.save({"variants": results, "summary": summary}, f"{out_dir}/rank0.pt")

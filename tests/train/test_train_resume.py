@@ -1,0 +1,164 @@
+"""Exact resume, clean stops, SIGKILL survival, atomic checkpoints and NaN handling."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_fakes as fakes
+from hiclip.train import TrainConfig, TrainingDiverged, train
+from hiclip.train import checkpoint as ckpt
+from hiclip.train.metrics import read_csv
+
+HERE = Path(__file__).parent
+SRC = HERE.parents[1] / "src"
+
+
+def config(out: Path, model: str, **changes) -> TrainConfig:
+    base = dict(output_dir=str(out), model=model, data="fake:5", val_data="fake:2", batch_size=4, steps=8,
+                warmup_steps=2, save_every=0, val_every=0, workers=0, tensorboard=False, progress=False)
+    return TrainConfig(**{**base, **changes})
+
+
+def run(cfg: TrainConfig) -> dict:
+    return train(cfg, make_loader=fakes.make_loader)
+
+
+def losses(out: Path) -> list[float]:
+    rows = read_csv(out / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
+    return [r["loss"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def model_json(tmp_path_factory) -> str:
+    return fakes.write_config(tmp_path_factory.mktemp("cfg"))
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, model_json):
+    """8 steps over 2 epochs (5 batches each) without interruption, validating every 3 steps."""
+    out = tmp_path_factory.mktemp("straight")
+    summary = run(config(out, model_json, val_every=3, tensorboard=True))
+    return out, summary
+
+
+def test_straight_run_outputs(straight, model_json):
+    out, summary = straight
+    assert summary["stopped"] == "completed" and summary["steps"] == 8 and summary["epoch"] == 1
+    assert summary["skipped"] == {"fake reason": 8}
+    assert [int(r["epoch"]) for r in read_csv(out / "metrics.csv")] == [0] * 5 + [1] * 3
+    val = read_csv(out / "val.csv")
+    assert [int(r["step"]) for r in val] == [0, 3, 6, 8]
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    # the last validation row is the contrastive loss of the final weights over all val pairs
+    state = ckpt.load_checkpoint(out / "checkpoints" / "latest.pt")
+    assert state["step"] == 8 and state["model"] == model_json
+    from hiclip import create_model
+    model = create_model(model_json, pretrained=out / "checkpoints" / "latest.pt").eval()
+    images, tokens = zip(*fakes.FakeLoader("fake:2", 4, 0, 1, 0, 0, 0, "val"))
+    with torch.no_grad():
+        f = model(torch.cat(images), torch.cat(tokens))
+    from hiclip.train import contrastive_loss
+    expected = contrastive_loss(f["image_features"], f["text_features"], f["logit_scale"]).item()
+    assert val[-1]["val_loss"] == pytest.approx(expected, abs=1e-5) and val[-1]["samples"] == 8
+
+
+def test_signal_stop_then_resume_matches_straight_run(straight, model_json, tmp_path):
+    out, _ = straight
+    first = run(config(tmp_path, model_json, data="fake:5:sigint@3", val_every=3))  # SIGINT during step 4
+    assert first["stopped"] == "signal" and first["steps"] == 4
+    state = ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (4, 0, 4)
+    second = run(config(tmp_path, model_json, val_every=3, resume="latest"))
+    assert second["start_step"] == 4 and second["steps"] == 8
+    assert losses(tmp_path) == pytest.approx(losses(out), abs=1e-5)
+    assert [r["val_loss"] for r in read_csv(tmp_path / "val.csv")] == pytest.approx(
+        [r["val_loss"] for r in read_csv(out / "val.csv")], abs=1e-5)
+    assert second["skipped"] == {"fake reason": 8}
+    a = ckpt.load_checkpoint(out / "checkpoints" / "latest.pt")["state_dict"]
+    b = ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["state_dict"]
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_time_budget_stops_with_checkpoint(model_json, tmp_path):
+    summary = run(config(tmp_path, model_json, max_minutes=0.0))
+    assert summary["stopped"] == "time budget" and summary["steps"] == 1
+    assert ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 1
+
+
+def test_sigkill_resumes_from_last_checkpoint(straight, model_json, tmp_path):
+    # the loader blocks before batch 4, so the kill lands after step 4, during or after its save
+    cfg = config(tmp_path, model_json, data="fake:5:sleep@4", save_every=1, keep_checkpoints=2)
+    code = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(SRC)!r}]\n"
+            "import torch; torch.set_num_threads(1)\n"
+            "import train_fakes; from hiclip.train import TrainConfig, train\n"
+            f"train(TrainConfig(**{cfg.to_dict()!r}), make_loader=train_fakes.make_loader)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stderr=subprocess.PIPE)
+    metrics = tmp_path / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) == 5):  # header + 4 steps
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "training subprocess made no progress"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")  # never corrupt
+    assert saved["step"] in (3, 4)
+    assert len(ckpt.step_checkpoints(tmp_path / "checkpoints")) <= 2
+    summary = run(config(tmp_path, model_json, resume="latest"))
+    assert summary["start_step"] == saved["step"] and summary["steps"] == 8
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
+    assert losses(tmp_path) == pytest.approx(losses(straight[0]), abs=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(model_json, tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4 .*last good checkpoint is .*latest\.pt"):
+        run(config(tmp_path, model_json, data="fake:5:nan@3", save_every=2))
+    state = ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    assert [s for s, _ in ckpt.step_checkpoints(tmp_path / "checkpoints")] == [2]
+    assert len(losses(tmp_path)) == 3
+
+
+def test_resume_guards(model_json, tmp_path):
+    run(config(tmp_path, model_json, steps=1))
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        run(config(tmp_path, model_json, steps=2))
+    other = fakes.write_config(tmp_path, "wide.json", embed_dim=24)
+    with pytest.raises(ValueError, match="config differs"):
+        run(config(tmp_path, other, steps=2, resume="latest"))
+    with pytest.raises(ValueError, match="batch_size: 4 -> 2"):
+        run(config(tmp_path, model_json, steps=2, batch_size=2, resume="latest"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        run(config(tmp_path, model_json, resume=str(tmp_path / "missing.pt")))
+    fresh = run(config(tmp_path / "new", model_json, steps=1, resume="latest"))  # nothing to resume yet
+    assert fresh["start_step"] == 0 and fresh["steps"] == 1
+
+
+def test_atomic_save_failure_keeps_previous_latest(tmp_path, monkeypatch):
+    d = tmp_path / "checkpoints"
+    for step in range(1, 5):
+        ckpt.save_checkpoint({"step": step, "payload": torch.full((3,), float(step))}, d, keep=2)
+    assert [s for s, _ in ckpt.step_checkpoints(d)] == [3, 4]
+
+    def crash(obj, f):
+        f.write(b"partial bytes")
+        raise OSError("disk full")
+    monkeypatch.setattr(ckpt.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint({"step": 5}, d, keep=2)
+    monkeypatch.undo()
+    assert torch.load(d / "latest.pt", weights_only=False)["step"] == 4
+    assert sorted(p.name for p in d.iterdir()) == ["latest.pt", "step_3.pt", "step_4.pt"]
+    (d / ".tmp-left-by-a-kill.pt").write_bytes(b"x")
+    assert ckpt.remove_partial_files(d) == 1

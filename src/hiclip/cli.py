@@ -135,6 +135,38 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_cmd_eval)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+    command = "hiclip " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "hiclip" else "make demo"
+    cfg = DemoConfig(out=args.out, budget_minutes=args.budget_minutes, seeds=args.seeds, seed=args.seed,
+                     device=args.device, steps=args.steps, eval_samples=args.eval_samples,
+                     induce_samples=args.induce_samples, progress=not args.no_progress, commands=[command])
+    run_demo(cfg)
+    return 0
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    from .demo import DemoConfig
+    d = DemoConfig()
+    p = sub.add_parser("demo", help="train HiCLIP-Tiny and CLIP-Tiny alike, evaluate both, write a report",
+                       description="The main job: HiCLIP-Tiny vs CLIP-Tiny on the embedded world, same data, "
+                                   "steps and seeds; evaluation, hierarchy induction and OUT/report.md + .html. "
+                                   "Rerunning continues an interrupted run.")
+    p.add_argument("--out", default=d.out, help="output directory (default: %(default)s)")
+    p.add_argument("--budget-minutes", type=float, default=d.budget_minutes,
+                   help="time budget; training steps are lowered to fit it (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per model, for mean ± sd (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="first seed (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps per run at most (default: %(default)s)")
+    p.add_argument("--eval-samples", type=int, default=d.eval_samples,
+                   help="samples per evaluation dataset (default: %(default)s)")
+    p.add_argument("--induce-samples", type=int, default=d.induce_samples,
+                   help="captions / images scored for induced hierarchies (default: %(default)s)")
+    p.add_argument("--device", default=d.device, help="(default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hiclip", description="HiCLIP: CLIP with hierarchy-aware attention.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -171,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Commands whose modules register their own options: train, eval, demo."""
     _add_eval_parser(sub)
+    _add_demo_parser(sub)
     from .train.cli_args import add_train_arguments, run_from_args
     t = sub.add_parser("train", help="pretrain a model (embedded world, WebDataset or CSV; DDP with torchrun)")
     add_train_arguments(t)

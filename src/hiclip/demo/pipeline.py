@@ -1,0 +1,176 @@
+"""The main job: train HiCLIP-Tiny and CLIP-Tiny alike on the embedded world, evaluate both,
+induce hierarchies, and write a report (`make demo`, `hiclip demo`).
+
+Every stage writes its result under ``DemoConfig.out`` and is skipped when rerun, so an
+interrupted demo continues where it stopped (training itself resumes from its latest
+checkpoint).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import factory
+
+EVAL_TASKS = ("zeroshot_classification", "zeroshot_retrieval", "compositional")
+
+
+@dataclass
+class DemoConfig:
+    """Options of the demo; the defaults are the recipe the README's numbers come from."""
+
+    out: str = "demo_out"
+    budget_minutes: float | None = 15.0
+    seeds: int = 3
+    seed: int = 0
+    device: str = "cpu"
+    models: tuple[str, ...] = ("HiCLIP-Tiny", "CLIP-Tiny")
+    steps: int = 400
+    batch_size: int = 64
+    lr: float = 5e-4
+    warmup_steps: int = 40
+    eval_samples: int = 500
+    induce_samples: int = 300
+    val_samples: int = 256
+    workers: int = 1
+    train_share: float = 0.8
+    progress: bool = True
+    commands: list[str] = field(default_factory=list)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return [self.seed + i for i in range(self.seeds)]
+
+
+def _run_name(model: str, seed: int) -> str:
+    return f"{model}-s{seed}"
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def _train_config(cfg: DemoConfig, model: str, seed: int, steps: int):
+    from ..train.config import TrainConfig
+    return TrainConfig(output_dir=str(Path(cfg.out) / "runs" / _run_name(model, seed)), model=model, seed=seed,
+                       steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                       workers=cfg.workers, resume="latest", save_every=max(steps // 4, 1),
+                       val_every=max(steps // 8, 1), val_samples=cfg.val_samples, device=cfg.device, progress=cfg.progress,
+                       tensorboard=True)
+
+
+def seconds_per_step(model: str, batch_size: int, device: str, repeats: int = 2) -> float:
+    """A quick probe of one training step of ``model`` on random data (forward + backward + AdamW)."""
+    torch.manual_seed(0)
+    net = factory.create_model(model, device=device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    size, ctx = net.cfg.vision_cfg.image_size, net.context_length
+    images = torch.randn(batch_size, 3, size, size, device=device)
+    tokens = torch.zeros(batch_size, ctx, dtype=torch.long, device=device)
+    tokens[:, 0], tokens[:, 1:16], tokens[:, 16] = 49406, 320, 49407
+
+    def step() -> None:
+        out = net(images, tokens)
+        loss = -(out["image_features"] * out["text_features"]).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - t0) / repeats
+
+
+def plan_steps(cfg: DemoConfig) -> dict[str, Any]:
+    """Steps for every run: ``cfg.steps``, lowered so all runs fit ``train_share`` of the budget
+    (no budget: ``cfg.steps`` as given, nothing measured)."""
+    if cfg.budget_minutes is None:
+        return {"steps": cfg.steps, "requested_steps": cfg.steps, "seconds_per_step": {}, "budget_minutes": None}
+    per_step = {m: seconds_per_step(m, cfg.batch_size, cfg.device) for m in cfg.models}
+    loader_overhead = 1.15  # data pipeline, validation and checkpoints on top of the bare step
+    seconds = cfg.budget_minutes * 60 * cfg.train_share
+    affordable = int(seconds / (loader_overhead * cfg.seeds * sum(per_step.values())))
+    steps = max(2, min(cfg.steps, affordable))
+    return {"steps": steps, "requested_steps": cfg.steps, "seconds_per_step": per_step,
+            "budget_minutes": cfg.budget_minutes}
+
+
+_T0 = time.monotonic()
+
+
+def _stage(n: int, total: int, what: str) -> None:
+    print(f"\n[{n}/{total}] {time.monotonic() - _T0:6.0f}s  {what}", flush=True)
+
+
+def run_demo(cfg: DemoConfig) -> Path:
+    """Run (or continue) the demo; returns the path of ``report.md``."""
+    from ..eval.run import evaluate_model
+    from ..induce.run import induce_eval
+    from ..train.loop import train
+    from .report import write_report
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    plan_path = out / "plan.json"
+    if plan_path.is_file():
+        plan = json.loads(plan_path.read_text())
+    else:
+        if cfg.budget_minutes is not None:
+            print("measuring the training step of each model to fit the budget ...", flush=True)
+        plan = plan_steps(cfg) | {"config": asdict(cfg)}
+        _write_json(plan_path, plan)
+    steps = plan["steps"]
+    runs = [(m, s) for s in cfg.seed_list for m in cfg.models]
+    total, n = 3 * len(runs) + 1, 0
+    for model, seed in runs:
+        name = _run_name(model, seed)
+        done = out / "runs" / name / "summary.json"
+        n += 1
+        _stage(n, total, f"train {model}, seed {seed}, {steps} steps of {cfg.batch_size}")
+        if not done.is_file():
+            summary = train(_train_config(cfg, model, seed, steps))
+            if summary["steps"] < steps:
+                raise RuntimeError(f"training {name} stopped at step {summary['steps']} ({summary['stopped']}); "
+                                   "rerun the demo to continue")
+            _write_json(done, summary)
+    for model, seed in runs:
+        name = _run_name(model, seed)
+        ckpt = out / "runs" / name / "checkpoints" / "latest.pt"
+        n += 1
+        _stage(n, total, f"evaluate {name}")
+        eval_dir = out / "eval" / name
+        if not (eval_dir / "records.json").is_file():
+            net, _, transform = factory.create_model_and_transforms(model, ckpt, device=cfg.device)
+            records = evaluate_model(net, transform, factory.get_tokenizer(model), model_name=model,
+                                     pretrained=str(ckpt), tasks=EVAL_TASKS, datasets=("world",),
+                                     output_dir=eval_dir, verbose=False, batch_size=128, device=cfg.device,
+                                     world_size=cfg.eval_samples, seed=0,
+                                     world_image_size=net.cfg.vision_cfg.image_size)
+            _write_json(eval_dir / "records.json", records)
+        n += 1
+        _stage(n, total, f"induce hierarchies of {name}")
+        induce_path = out / "induce" / f"{name}.json"
+        if not induce_path.is_file():
+            net, _, transform = factory.create_model_and_transforms(model, ckpt, device=cfg.device)
+            if net.has_hierarchy:
+                report = induce_eval(net.eval(), transform, factory.get_tokenizer(model), n=cfg.induce_samples,
+                                     seed=0, progress=cfg.progress)
+            else:
+                report = {"no_hierarchy": True}
+            _write_json(induce_path, report)
+    n += 1
+    _stage(n, total, "write the report")
+    path = write_report(cfg, plan, elapsed_s=time.time() - started)
+    print(f"\nreport: {path}  (and {path.with_suffix('.html')})")
+    return path

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -78,16 +79,21 @@ def run_one(spec: str, batch: int, steps: int) -> dict:
             "text_per_s": batch / txt_s, "peak_mib": train_peak}
 
 
-def bench_models(batch: int, steps: int) -> list[dict]:
-    rows = []
-    for spec in MODELS:
-        out = subprocess.run([sys.executable, __file__, "--one", spec, "--batch", str(batch), "--steps", str(steps)],
-                             check=True, capture_output=True, text=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"  measured {spec}", file=sys.stderr)
+def bench_models(batch: int, steps: int, rounds: int) -> list[dict]:
+    """Each round runs every model once, in a rotated order; per model the median over rounds."""
+    runs: dict[str, list[dict]] = {spec: [] for spec in MODELS}
+    for r in range(rounds):
+        for spec in MODELS[r % len(MODELS):] + MODELS[:r % len(MODELS)]:
+            out = subprocess.run([sys.executable, __file__, "--one", spec, "--batch", str(batch),
+                                  "--steps", str(steps)], check=True, capture_output=True, text=True)
+            runs[spec].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"  round {r + 1}: measured {spec}", file=sys.stderr)
+    rows = [{key: (statistics.median(x[key] for x in runs[spec]) if key != "model" else spec)
+             for key in runs[spec][0]} for spec in MODELS]
     ref = rows[0]
-    print(f"\nTraining step (fwd + bwd + AdamW), batch {batch}, fp32, median of {steps}; "
-          f"peak = max RSS growth over the process after import\n")
+    print(f"\nTraining step (fwd + bwd + AdamW), batch {batch}, fp32, median of {steps} steps, then median "
+          f"over {rounds} rounds (each model in its own process, order rotated); peak = max RSS growth of the "
+          "process after import\n")
     print("| model | train step (s) | vs open_clip | peak memory (MiB) | vs open_clip "
           "| encode_image (img/s) | encode_text (txt/s) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -157,6 +163,7 @@ def main() -> None:
     p.add_argument("--part", choices=["all", "models", "priors"], default="all")
     p.add_argument("--batch", type=int, default=8, help="training batch (default: %(default)s)")
     p.add_argument("--steps", type=int, default=5, help="timed repeats per measurement (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over the three models (default: %(default)s)")
     p.add_argument("--prior-batch", type=int, default=8, help="batch for the prior timings (default: %(default)s)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -168,7 +175,7 @@ def main() -> None:
     if args.part in ("all", "priors"):
         bench_priors(args.prior_batch)
     if args.part in ("all", "models"):
-        bench_models(args.batch, args.steps)
+        bench_models(args.batch, args.steps, args.rounds)
 
 
 if __name__ == "__main__":

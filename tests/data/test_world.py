@@ -176,7 +176,12 @@ def test_hard_negatives(k):
 @pytest.mark.parametrize("task", ["shape", "colour", "size", "count", "holdout"])
 def test_classification_task(task):
     images, labels, classnames, templates = classification_task(task, 24, image_size=128, seed=1)
-    assert len(images) == len(labels) == 24 and labels == [i % len(classnames) for i in range(24)]
+    if task == "holdout":  # held-out combinations among all 64 colour-shape classes
+        assert len(classnames) == len(COLOURS) * len(SHAPES)
+        assert [tuple(classnames[x].split()) for x in labels] == [sorted(HELDOUT_COMBOS)[i % 8] for i in range(24)]
+    else:
+        assert labels == [i % len(classnames) for i in range(24)]
+    assert len(images) == len(labels) == 24
     assert all("{}" in t for t in templates)
     for image, label in zip(images, labels):
         pixels = np.asarray(image)

@@ -252,7 +252,7 @@ def _task_scene(task: str, label: int, combos: list[tuple[str, str]],
         chosen = [combos[n] for n in rng.choice(len(combos), label + 1, replace=False)]
         return chosen, [SIZES[n] for n in rng.integers(2, size=label + 1)]
     if task == "holdout":
-        options = [sorted(HELDOUT_COMBOS)[label]]
+        options = [_ALL_COMBOS[label]]
     elif task == "shape":
         options = [c for c in combos if c[1] == SHAPES[label]]
     elif task == "colour":
@@ -269,8 +269,10 @@ def classification_task(task: str, n: int, image_size: int = 64, seed: int = 0, 
 
     Tasks: "shape", "colour", "size" (single-object scenes), "count" (1-3 objects,
     classnames "one", "two", "three"), "holdout" (single objects whose colour-shape
-    combination is held out; classnames such as "red star"). Sample i has class
-    ``i % len(classnames)``. Except in "holdout", objects use the combinations of
+    combination is held out, classified among all colour-shape phrases such as "red
+    star", so that neither colour nor shape alone names the class). Sample i has class
+    ``i % len(classnames)``, except in "holdout", where it shows held-out combination
+    ``i % len(HELDOUT_COMBOS)``. Except in "holdout", objects use the combinations of
     ``split`` (the held-out ones for split 'holdout', the others otherwise). Templates
     contain "{}"; they average over the attributes the task does not ask about
     ("a small red {}"), except for "count", which the captions never state.
@@ -283,12 +285,13 @@ def classification_task(task: str, n: int, image_size: int = 64, seed: int = 0, 
         raise ValueError(f"need n >= 0 and image_size >= 16, got n={n}, image_size={image_size}")
     classnames = {"shape": list(SHAPES), "colour": list(COLOURS), "size": list(SIZES),
                   "count": ["one", "two", "three"],
-                  "holdout": [f"{c} {s}" for c, s in sorted(HELDOUT_COMBOS)]}[task]
+                  "holdout": [f"{c} {s}" for c, s in _ALL_COMBOS]}[task]
+    heldout = [_ALL_COMBOS.index(c) for c in sorted(HELDOUT_COMBOS)]
     combos = sorted(HELDOUT_COMBOS) if split == "holdout" else _SEEN_COMBOS
     images, labels = [], []
     for i in range(n):
         rng = _rng(seed, split, _STREAM_TASKS + TASKS.index(task), i)
-        label = i % len(classnames)
+        label = heldout[i % len(heldout)] if task == "holdout" else i % len(classnames)
         chosen, sizes = _task_scene(task, label, combos, rng)
         images.append(render(_make_objects(rng, chosen, sizes), image_size)[0])
         labels.append(label)

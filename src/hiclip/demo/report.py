@@ -199,8 +199,8 @@ def write_report(cfg: Any, plan: dict[str, Any], elapsed_s: float) -> Path:
            f"Steps per run: {plan['steps']} (requested {plan['requested_steps']}"
            + "".join(f"; measured {s:.2f} s per step of {m}" for m, s in plan["seconds_per_step"].items())
            + (f"; budget {plan['budget_minutes']} min" if plan["budget_minutes"] else "; no budget")
-           + "). Training took {train_s / 60:.1f} min in all; "
-           f"this invocation ran {elapsed_s / 60:.1f} min.\n",
+           + f"). Training took {train_s / 60:.1f} min in all; the whole demo {elapsed_s / 60:.1f} min of "
+           "wall time (summed over invocations, when it was interrupted and rerun).\n",
            "Versions: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "\n",
            "This is a tiny model on synthetic data: it shows what the method does under control, "
            "not what it does on YFCC15M.\n"]

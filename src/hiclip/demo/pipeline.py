@@ -32,7 +32,7 @@ class DemoConfig:
     models: tuple[str, ...] = ("HiCLIP-Tiny", "CLIP-Tiny")
     steps: int = 400
     batch_size: int = 64
-    lr: float = 5e-4
+    lr: float = 1e-3
     warmup_steps: int = 40
     eval_samples: int = 500
     induce_samples: int = 300

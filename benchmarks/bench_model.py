@@ -4,9 +4,11 @@
    HiCLIP-ViT-B-16, open_clip ViT-B-16 and our CLIP-ViT-B-16, with peak memory.
    Each model runs in its own subprocess so that peak RSS is its own.
 2. chain_prior / grid_prior at N = 49, 196, 784 against the O(N^3) triangular-matrix form.
+3. One transformer block at ViT-B/16 size with and without hierarchy-aware attention.
 
     python benchmarks/bench_model.py                  # everything (several minutes on 2 cores)
     python benchmarks/bench_model.py --part priors    # only the prior timings
+    python benchmarks/bench_model.py --part block     # one plain vs one hierarchy-aware ViT-B/16 block
 """
 from __future__ import annotations
 
@@ -158,9 +160,29 @@ def bench_priors(batch: int) -> None:
         print(f"| {n} | {t[0]:.2f} | {t[1]:.2f} | {t[1] / t[0]:.1f}x | {t[2]:.2f} | {t[3]:.2f} | {t[3] / t[2]:.1f}x |")
 
 
+def bench_block(batch: int) -> None:
+    """One residual block at ViT-B/16 size (N = 197, width 768, 12 heads): plain vs hierarchy-aware."""
+    from hiclip.attention import GridStructure, ResidualBlock
+    torch.manual_seed(0)
+    x = torch.randn(batch, 197, 768, requires_grad=True)
+    plain, hier = ResidualBlock(768, 12), ResidualBlock(768, 12, link_dim=64)
+    grid = GridStructure((14, 14), offset=1)
+
+    def step(block, structure):
+        return lambda: block(x, None, structure, None)[0].sum().backward()
+    runs = [step(plain, None), step(hier, grid)]
+    times: list[list[float]] = [[], []]
+    for _ in range(11):  # interleaved, so drifts of the machine hit both alike
+        for i, fn in enumerate(runs):
+            times[i].append(_median_time(fn, 1))
+    t_plain, t_hier = (1e3 * statistics.median(t) for t in times)
+    print(f"\nOne ViT-B/16 block, batch {batch}, forward + backward, interleaved, median of 11: plain {t_plain:.0f} ms, "
+          f"hierarchy-aware {t_hier:.0f} ms ({t_hier / t_plain:.3f}x)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["all", "models", "priors"], default="all")
+    p.add_argument("--part", choices=["all", "models", "priors", "block"], default="all")
     p.add_argument("--batch", type=int, default=8, help="training batch (default: %(default)s)")
     p.add_argument("--steps", type=int, default=5, help="timed repeats per measurement (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="rounds over the three models (default: %(default)s)")
@@ -174,6 +196,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.part in ("all", "priors"):
         bench_priors(args.prior_batch)
+    if args.part in ("all", "block"):
+        bench_block(args.batch)
     if args.part in ("all", "models"):
         bench_models(args.batch, args.steps, args.rounds)
 

@@ -57,22 +57,13 @@ def _cmd_groups(args: argparse.Namespace) -> int:
     images = [load_image(p) for p in args.images]
     labels, _ = image_groups(model, transform, images, args.threshold)
     for path, image, lab in zip(args.images, images, labels):
-        view = _unnormalise(transform(image))  # the crop the model saw
+        view = factory.unnormalise(transform(image))  # the crop the model saw
         stem = Path(path).stem
         draw_groups(view, lab, out / f"{stem}-groups.png")
         groups_gif(view, lab, out / f"{stem}-groups.gif")
         counts = " ".join(str(len(set(layer.ravel().tolist()))) for layer in lab)
         print(f"{path}: regions per layer {counts} -> {out / (stem + '-groups.png')}, {stem}-groups.gif")
     return 0
-
-
-def _unnormalise(x):
-    """(3, S, S) normalised tensor -> PIL image of what the model saw."""
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-    from torchvision.transforms.functional import to_pil_image
-    import torch
-    mean, std = torch.tensor(OPENAI_DATASET_MEAN)[:, None, None], torch.tensor(OPENAI_DATASET_STD)[:, None, None]
-    return to_pil_image((x * std + mean).clamp(0, 1))
 
 
 def _cmd_induce_eval(args: argparse.Namespace) -> int:
@@ -95,11 +86,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.compare:
         print(compare(args.compare))
         return 0
-    model, pretrained = args.model, args.pretrained
-    if model is not None and pretrained is None:
-        model, pretrained = factory.resolve_model(model)
-    pretrained = None if pretrained is None else str(pretrained)
-    run_eval(model, pretrained, tasks=args.tasks, datasets=args.datasets, batch_size=args.batch_size,
+    run_eval(args.model, args.pretrained, tasks=args.tasks, datasets=args.datasets, batch_size=args.batch_size,
              device=args.device, output_dir=args.output_dir, num_workers=args.workers,
              world_size=args.world_size, world_image_size=args.world_image_size, seed=args.seed,
              classnames_file=args.classnames, templates_file=args.templates, image_root=args.image_root,
@@ -137,9 +124,9 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
-    command = "hiclip " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "hiclip" else "make demo"
+    command = "hiclip " + " ".join(sys.argv[1:])
     cfg = DemoConfig(out=args.out, budget_minutes=args.budget_minutes, seeds=args.seeds, seed=args.seed,
-                     device=args.device, steps=args.steps, eval_samples=args.eval_samples,
+                     device=args.device, steps=args.steps, lr=args.lr, eval_samples=args.eval_samples,
                      induce_samples=args.induce_samples, progress=not args.no_progress, commands=[command])
     run_demo(cfg)
     return 0
@@ -158,6 +145,7 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per model, for mean ± sd (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="first seed (default: %(default)s)")
     p.add_argument("--steps", type=int, default=d.steps, help="training steps per run at most (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of both models (default: %(default)s)")
     p.add_argument("--eval-samples", type=int, default=d.eval_samples,
                    help="samples per evaluation dataset (default: %(default)s)")
     p.add_argument("--induce-samples", type=int, default=d.induce_samples,

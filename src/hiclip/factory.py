@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transform import image_transform
+from PIL import Image
 
 from .config import ModelCfg, list_configs, load_config
 from .model import HiCLIP
@@ -51,6 +52,15 @@ def create_model_and_transforms(name: str, pretrained: str | Path | None = None,
     return model, image_transform(size, is_train=True), image_transform(size, is_train=False)
 
 
+def unnormalise(images: torch.Tensor) -> "Image.Image":
+    """A (3, S, S) tensor from the eval transform -> the PIL image the model saw."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from torchvision.transforms.functional import to_pil_image
+    mean = torch.tensor(OPENAI_DATASET_MEAN)[:, None, None]
+    std = torch.tensor(OPENAI_DATASET_STD)[:, None, None]
+    return to_pil_image((images * std + mean).clamp(0, 1))
+
+
 def get_tokenizer(name: str | None = None, context_length: int | None = None) -> SimpleTokenizer:
     """CLIP's BPE tokenizer (vocabulary from the open-clip-torch wheel).
 
@@ -85,8 +95,18 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 def load_checkpoint_info(path: str | Path) -> dict[str, Any]:
-    """Non-weight fields of a checkpoint (``model``, ``model_config``, ``step`` ...); {} for a bare state dict."""
-    return read_state_dict(path)[1]
+    """Non-weight fields of a checkpoint (``model``, ``model_config``, ``step`` ...); {} for a bare state dict.
+
+    Memory-maps the file where torch allows it, so asking a large checkpoint for its
+    model name does not read its weights and optimizer state.
+    """
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # not a zip checkpoint (or unreadable): the full reader gives the clear error
+        return read_state_dict(path)[1]
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        return {k: v for k, v in obj.items() if k != "state_dict"}
+    return {}
 
 
 def load_weights(model: HiCLIP, path: str | Path, expected_name: str | None = None) -> list[str]:

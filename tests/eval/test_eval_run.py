@@ -111,7 +111,7 @@ def test_run_eval_end_to_end(random_folder, tmp_path):
     direct = zeroshot.evaluate(clip.eval(), loader, hiclip.get_tokenizer("CLIP-Tiny"),
                                dataset.classes, DEFAULT_TEMPLATES, "cpu")
     assert records[0]["metrics"] == pytest.approx(direct)
-    with pytest.raises(ValueError, match="holds a 'CLIP-Tiny' model, not 'HiCLIP-Tiny'"):
+    with pytest.raises(ValueError, match="checkpoint of model 'CLIP-Tiny', not 'HiCLIP-Tiny'"):
         run_eval("HiCLIP-Tiny", pretrained=str(ckpt), datasets=[str(random_folder)])
     torch.save({"visual.nothing": torch.zeros(2)}, tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="does not match"):

@@ -113,7 +113,7 @@ def hierarchy_pictures(model: Any, transform: Any, tokenizer: Any, out: Path, n:
     from ..induce.draw import draw_groups, draw_tree, overlay
     from ..induce.run import caption_trees, image_groups
     from ..induce.scores import masks_to_grid
-    from ..cli import _unnormalise
+    from ..factory import unnormalise
 
     pics = out / "figures"
     pics.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ def hierarchy_pictures(model: Any, transform: Any, tokenizer: Any, out: Path, n:
         draw_tree(tree, pics / f"tree{i}.png")
         draw_tree(gold_tree(s.tree), pics / f"tree{i}-gold.png")
         result["trees"].append((s.caption, f"figures/tree{i}.png", f"figures/tree{i}-gold.png"))
-        view = _unnormalise(transform(s.image)).resize((256, 256))
+        view = unnormalise(transform(s.image)).resize((256, 256))
         draw_groups(view, lab, pics / f"groups{i}.png")
         gold = masks_to_grid(s.masks, *lab.shape[1:])
         overlay(view, gold).save(pics / f"groups{i}-gold.png")

@@ -147,27 +147,26 @@ def run_demo(cfg: DemoConfig) -> Path:
     for model, seed in runs:
         name = _run_name(model, seed)
         ckpt = out / "runs" / name / "checkpoints" / "latest.pt"
+        eval_path, induce_path = out / "eval" / name / "records.json", out / "induce" / f"{name}.json"
+        loaded = None
+        if not (eval_path.is_file() and induce_path.is_file()):  # one load serves both stages
+            loaded = factory.load_for_inference(model, ckpt, cfg.device)
         n += 1
         _stage(n, total, f"evaluate {name}")
-        eval_dir = out / "eval" / name
-        if not (eval_dir / "records.json").is_file():
-            net, _, transform = factory.create_model_and_transforms(model, ckpt, device=cfg.device)
-            records = evaluate_model(net, transform, factory.get_tokenizer(model), model_name=model,
-                                     pretrained=str(ckpt), tasks=EVAL_TASKS, datasets=("world",),
-                                     output_dir=eval_dir, verbose=False, batch_size=128, device=cfg.device,
+        if not eval_path.is_file():
+            net, transform, tokenizer = loaded
+            records = evaluate_model(net, transform, tokenizer, model_name=model, pretrained=str(ckpt),
+                                     tasks=EVAL_TASKS, datasets=("world",), output_dir=eval_path.parent,
+                                     verbose=False, batch_size=128, device=cfg.device,
                                      world_size=cfg.eval_samples, seed=0,
                                      world_image_size=net.cfg.vision_cfg.image_size)
-            _write_json(eval_dir / "records.json", records)
+            _write_json(eval_path, records)
         n += 1
         _stage(n, total, f"induce hierarchies of {name}")
-        induce_path = out / "induce" / f"{name}.json"
         if not induce_path.is_file():
-            net, _, transform = factory.create_model_and_transforms(model, ckpt, device=cfg.device)
-            if net.has_hierarchy:
-                report = induce_eval(net.eval(), transform, factory.get_tokenizer(model), n=cfg.induce_samples,
-                                     seed=0, progress=cfg.progress)
-            else:
-                report = {"no_hierarchy": True}
+            net, transform, tokenizer = loaded
+            report = (induce_eval(net, transform, tokenizer, n=cfg.induce_samples, seed=0, progress=cfg.progress)
+                      if net.has_hierarchy else {"no_hierarchy": True})
             _write_json(induce_path, report)
     n += 1
     _stage(n, total, "write the report")

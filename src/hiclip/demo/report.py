@@ -110,10 +110,12 @@ def verdicts(table: dict[str, dict[str, list[float]]], models: tuple[str, ...]) 
         d = np.mean(va) - np.mean(vb)
         s = _significant(va, vb)
         word = "beats" if d > 0 else "does not beat"
-        how = ("by more than two standard deviations" if s else "but not by two standard deviations"
-               if d > 0 else "") if s is not None else "(one seed: no significance test)"
-        if d <= 0 and s:
-            how = "and loses by more than two standard deviations"
+        if s is None:
+            how = "(one seed: no significance test)"
+        elif s:
+            how = "by more than two standard deviations" if d > 0 else "and loses by more than two standard deviations"
+        else:
+            how = "but not by two standard deviations" if d > 0 else ""
         out.append(f"{a} {word} {b} on {label}: {np.mean(va):.3f} vs {np.mean(vb):.3f} ({d:+.3f}) {how}".strip() + ".")
     for label, base, what in (("caption trees: bracket F1", "  baseline right-branching F1", "right-branching"),
                               ("image groups: ARI (best layer)", "  baseline blocks ARI (better of 2×2, 4×4)",

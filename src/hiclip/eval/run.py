@@ -159,28 +159,19 @@ def evaluate_model(model, transform: Callable, tokenizer, *, model_name: str,
 
 
 def load_model(model: str | None, pretrained: str | None, device: str = "cpu"
-               ) -> tuple[Any, Callable, Any, str]:
-    """(model, eval transform, tokenizer, model name) from the hiclip factory; the name
-    defaults to the checkpoint's. A missing, mismatched or unloadable checkpoint gives a
-    ValueError saying so."""
-    import hiclip
-    from hiclip.factory import load_checkpoint_info
+               ) -> tuple[Any, Callable, Any, str, str | None]:
+    """(model, eval transform, tokenizer, model name, weights file) from the hiclip factory. ``model`` may
+    be omitted when ``pretrained`` is a ``hiclip train`` checkpoint (it names its model); the
+    factory's clear errors (unknown name, missing file, mismatched checkpoint) pass through."""
+    from hiclip import factory
 
-    if pretrained is not None:
-        if not Path(pretrained).is_file():
-            raise ValueError(f"checkpoint {pretrained} does not exist")
-        saved = load_checkpoint_info(pretrained).get("model")
-        if model is not None and saved is not None and saved != model:
-            raise ValueError(f"checkpoint {pretrained} holds a {saved!r} model, not {model!r}")
-        model = model or saved
     if model is None:
-        raise ValueError("expected a model name, or a checkpoint that records one; got neither")
-    hiclip.factory.load_config(model)  # unknown names: a ValueError listing the known ones
-    try:
-        net, _, transform = hiclip.create_model_and_transforms(model, pretrained=pretrained)
-    except (RuntimeError, KeyError, ValueError) as err:
-        raise ValueError(f"cannot load checkpoint {pretrained} into model {model!r}: {err}") from err
-    return net.to(device), transform, hiclip.get_tokenizer(model), model
+        if pretrained is None:
+            raise ValueError("expected a model name, or a checkpoint that records one; got neither")
+        model, pretrained = pretrained, None  # a checkpoint stands in for its model name
+    name, weights = factory.resolve_model(model, pretrained)
+    net, transform, tokenizer = factory.load_for_inference(name, weights, device)
+    return net, transform, tokenizer, name, None if weights is None else str(weights)
 
 
 def run_eval(model: str | None, pretrained: str | None = None, tasks: Sequence[str] = TASKS,
@@ -189,7 +180,7 @@ def run_eval(model: str | None, pretrained: str | None = None, tasks: Sequence[s
              ) -> list[dict[str, Any]]:
     """Evaluate a hiclip model (name and/or checkpoint path) on tasks x datasets; other
     keyword options are the fields of :class:`EvalSettings`. Returns the result records."""
-    net, transform, tokenizer, name = load_model(model, pretrained, device)
-    return evaluate_model(net, transform, tokenizer, model_name=name, pretrained=pretrained,
+    net, transform, tokenizer, name, weights = load_model(model, pretrained, device)
+    return evaluate_model(net, transform, tokenizer, model_name=name, pretrained=weights,
                           tasks=tasks, datasets=datasets, output_dir=output_dir, verbose=verbose,
                           batch_size=batch_size, device=device, **options)

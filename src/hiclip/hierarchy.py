@@ -32,6 +32,11 @@ def _masked_softmax(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return p * valid
 
 
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Links are computed in float32 at least (bf16/fp16 inputs are upcast), float64 stays float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def chain_links(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Link affinities of one layer along a chain of tokens (text).
 
@@ -54,7 +59,7 @@ def chain_links(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor | None = N
     # scores of token i towards its left / right neighbour: (B, N, 2)
     scores = torch.stack([torch.cat([pad, left], 1), torch.cat([right, pad], 1)], -1)
     ok = torch.stack([torch.cat([pad_ok, edge_ok], 1), torch.cat([edge_ok, pad_ok], 1)], -1)
-    p = _masked_softmax(scores.float(), ok)
+    p = _masked_softmax(scores.to(_work_dtype(scores.dtype)), ok)
     p_right, p_left = p[:, :-1, 1], p[:, 1:, 0]  # p_{i -> i+1}, p_{i+1 -> i}
     return torch.sqrt(p_right * p_left + LINK_EPS) * edge_ok
 
@@ -75,8 +80,8 @@ def grid_links(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple
     if N != H * W:
         raise ValueError(f"grid_links: expected {H}x{W}={H * W} patches, got {N}")
     scale = G ** -0.5
-    q = q.reshape(B, H, W, G).float()
-    k = k.reshape(B, H, W, G).float()
+    q = q.reshape(B, H, W, G).to(_work_dtype(q.dtype))
+    k = k.reshape(B, H, W, G).to(_work_dtype(k.dtype))
     s_r = (q[:, :, :-1] * k[:, :, 1:]).sum(-1) * scale  # (r,c) -> (r,c+1), (B, H, W-1)
     s_l = (q[:, :, 1:] * k[:, :, :-1]).sum(-1) * scale  # (r,c+1) -> (r,c)
     s_d = (q[:, :-1] * k[:, 1:]).sum(-1) * scale  # (r,c) -> (r+1,c), (B, H-1, W)

@@ -19,7 +19,7 @@ def test_classifier_matches_open_clip(tiny_clip):
                                                    num_classes_per_batch=4)
         ref = open_clip_classifier(model, tokenizer, CLASSNAMES, templates, num_classes_per_batch=None)
         assert ours.shape == (32, 6)
-        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)  # unit vectors, float32: batching changes summation order
 
 
 def _topk_accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[float]:

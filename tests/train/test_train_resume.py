@@ -84,8 +84,9 @@ def test_signal_stop_then_resume_matches_straight_run(straight, model_json, tmp_
     assert second["skipped"] == {"fake reason": 8}
     a = ckpt.load_checkpoint(out / "checkpoints" / "latest.pt")["state_dict"]
     b = ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["state_dict"]
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-5, msg=name)
+    for name in a:  # float32 training: tolerance scaled by the tensor's norm, not per element
+        err, size = (b[name] - a[name]).norm().item(), a[name].norm().item()
+        assert err <= 1e-5 * size + 1e-7, f"{name}: |resumed - straight| = {err:.3g}, |straight| = {size:.3g}"
 
 
 def test_time_budget_stops_with_checkpoint(model_json, tmp_path):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import hiclip
+from hiclip.attention import GridStructure
 from hiclip.config import load_config
 
 CAPTIONS = ["a large red circle to the left of a small blue square", "a green star", "two objects"]
@@ -83,6 +84,7 @@ def test_hierarchy_switched_off_per_layer_and_tower():
 def test_clip_config_equals_hiclip_with_hierarchy_off():
     on, off = load_config("HiCLIP-Tiny"), load_config("CLIP-Tiny")
     on.vision_cfg.hierarchy.enabled = on.text_cfg.hierarchy.enabled = False
+    on.vision_cfg.pool = "tok"  # HiCLIP pools the patches (docs/design.md §1.6); otherwise the same model
     assert dataclasses.asdict(on) == dataclasses.asdict(off)
     clip = hiclip.create_model("CLIP-Tiny")
     assert not any("link_" in n for n in clip.state_dict())
@@ -118,3 +120,43 @@ def test_bad_tokens(tiny, tokens):
         tiny.encode_text(torch.zeros(1, 40, dtype=torch.long))
     with pytest.raises(ValueError, match="integer dtype"):
         tiny.encode_text(tokens.float())
+
+
+@pytest.mark.parametrize("name", ["HiCLIP-Tiny", "HiCLIP-ViT-B-32", "HiCLIP-ViT-B-16"])
+def test_contrastive_loss_reaches_every_hierarchy_layer(name):
+    """The pooled features depend on every layer's links (docs/design.md §1.6): one CLIP loss
+    gives a non-zero gradient to the link projections of every hierarchy layer of both towers."""
+    torch.manual_seed(0)
+    model = hiclip.create_model(name)
+    size = model.cfg.vision_cfg.image_size
+    tokens = hiclip.get_tokenizer(name)(CAPTIONS[:2])
+    out = model(torch.randn(2, 3, size, size), tokens)
+    logits = out["logit_scale"] * out["image_features"] @ out["text_features"].T
+    target = torch.arange(2)
+    loss = (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+    loss.backward()
+    for tower, blocks in (("image", model.visual.transformer.resblocks), ("text", model.transformer.resblocks)):
+        for i, block in enumerate(blocks):
+            for proj in (block.attn.link_q, block.attn.link_k):
+                assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0, f"{tower} layer {i}"
+
+
+def test_pool_rules_against_token_states():
+    """``tok`` is the CLS state, ``avg`` the patch mean, ``tok_avg`` their mean (all after ln_post)."""
+    cfg = load_config("HiCLIP-Tiny")
+    images = torch.randn(2, 3, 64, 64)
+    pooled = {}
+    for pool in ("tok", "avg", "tok_avg"):
+        cfg.vision_cfg.pool = pool
+        torch.manual_seed(0)
+        model = hiclip.create_model("HiCLIP-Tiny", config=cfg).eval().double()
+        with torch.no_grad():
+            pooled[pool] = model.encode_image(images.double())
+            x = model.visual.conv1(images.double()).flatten(2).transpose(1, 2)
+            x = torch.cat([model.visual.class_embedding.expand(2, 1, -1), x], 1) + model.visual.positional_embedding
+            x, _ = model.visual.transformer(model.visual.ln_pre(x), structure=GridStructure(model.visual.grid, offset=1))
+            states = model.visual.ln_post(x)
+        want = {"tok": states[:, 0], "avg": states[:, 1:].mean(1), "tok_avg": (states[:, 0] + states[:, 1:].mean(1)) / 2}
+        torch.testing.assert_close(pooled[pool], want[pool] @ model.visual.proj)
+    with pytest.raises(ValueError, match="pool must be one of"):
+        dataclasses.replace(cfg.vision_cfg, pool="max")

@@ -34,7 +34,8 @@ class Structure(Protocol):
 
 
 class ChainStructure:
-    """Text: a chain over content tokens; ``inside`` (B, N) marks them (no start/end/padding)."""
+    """Text: a chain over the tokens marked by ``inside`` (B, N): start, words and end of text
+    (docs/design.md §1.6), or the words only; the others (padding) get ``C = 1``."""
 
     def __init__(self, inside: torch.Tensor):
         self.inside = inside

@@ -28,19 +28,35 @@ class HierarchyCfg:
     dim: int | None = None
     renormalize: bool = False
 
+    def __post_init__(self) -> None:
+        if self.enabled and self.layers is not None and not self.layers:
+            raise ValueError("hierarchy.layers is empty while hierarchy.enabled is true; "
+                             "list at least one layer, or set enabled to false")
+
     def active(self, layer: int) -> bool:
         return self.enabled and (self.layers is None or layer in self.layers)
 
 
+POOLS = ("tok", "avg", "tok_avg")
+
+
 @dataclass
 class VisionCfg:
+    """ViT. ``pool``: the pooled token (docs/design.md §1.6): ``tok`` the CLS token (CLIP),
+    ``avg`` the mean of the patch tokens, ``tok_avg`` the mean of those two; all after ``ln_post``."""
+
     image_size: int = 224
     patch_size: int = 32
     width: int = 768
     layers: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
+    pool: str = "tok"
     hierarchy: HierarchyCfg = field(default_factory=HierarchyCfg)
+
+    def __post_init__(self) -> None:
+        if self.pool not in POOLS:
+            raise ValueError(f"vision_cfg.pool must be one of {POOLS}, got {self.pool!r}")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -49,6 +65,9 @@ class VisionCfg:
 
 @dataclass
 class TextCfg:
+    """Text transformer. ``specials_in_chain``: the start and end tokens are links of the
+    chain (``SOT – words – EOT``, docs/design.md §1.6); False keeps them outside with C = 1."""
+
     context_length: int = 77
     vocab_size: int = 49408
     width: int = 512
@@ -56,6 +75,7 @@ class TextCfg:
     layers: int = 12
     mlp_ratio: float = 4.0
     causal: bool = True
+    specials_in_chain: bool = True
     hierarchy: HierarchyCfg = field(default_factory=HierarchyCfg)
 
 

@@ -12,7 +12,8 @@ from torch import nn
 
 from .attention import ChainStructure
 from .config import ModelCfg
-from .towers import ImageHierarchy, TextHierarchy, VisionTower, build_text_parts, content_mask, text_hierarchy
+from .towers import (ImageHierarchy, TextHierarchy, VisionTower, build_text_parts, chain_mask, content_mask,
+                     text_hierarchy)
 
 
 class HiCLIP(nn.Module):
@@ -52,13 +53,14 @@ class HiCLIP(nn.Module):
         self._check_tokens(tokens)
         n = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[:n].to(self.token_embedding.weight.dtype)
-        inside = content_mask(tokens)
-        x, history = self.transformer(x, self._text_mask(tokens, inside), ChainStructure(inside))
+        content = content_mask(tokens)
+        inside = chain_mask(tokens) if self.cfg.text_cfg.specials_in_chain else content
+        x, history = self.transformer(x, self._text_mask(tokens), ChainStructure(inside))
         x = self.ln_final(x)
         pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
         features = F.normalize(pooled, dim=-1) if normalize else pooled
         if return_hierarchy:
-            return features, text_hierarchy(history, inside, self.transformer.hierarchy_layers)
+            return features, text_hierarchy(history, content, self.transformer.hierarchy_layers)
         return features
 
     def forward(self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None
@@ -71,7 +73,7 @@ class HiCLIP(nn.Module):
             out["text_features"] = self.encode_text(tokens, normalize=True)
         return out
 
-    def _text_mask(self, tokens: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    def _text_mask(self, tokens: torch.Tensor) -> torch.Tensor:
         """Causal (N, N) mask, or for bidirectional text a (B, 1, N, N) key-padding mask."""
         n = tokens.shape[1]
         if self.cfg.text_cfg.causal:

@@ -79,6 +79,13 @@ class VisionTower(nn.Module):
         self.proj = nn.Parameter(scale * torch.randn(width, embed_dim))
         self.transformer.init_parameters()
 
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1+H*W, D) final token states -> (B, D) by ``cfg.pool`` (CLS, patch mean, or both)."""
+        if self.cfg.pool == "tok":
+            return x[:, 0]
+        patches = x[:, 1:].mean(dim=1)
+        return patches if self.cfg.pool == "avg" else 0.5 * (x[:, 0] + patches)
+
     def check_input(self, images: torch.Tensor) -> None:
         s = self.cfg.image_size
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2:] != (s, s):
@@ -93,7 +100,7 @@ class VisionTower(nn.Module):
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.ln_pre(x)
         x, history = self.transformer(x, structure=GridStructure(self.grid, offset=1))
-        pooled = self.ln_post(x[:, 0]) @ self.proj
+        pooled = self.pool(self.ln_post(x)) @ self.proj
         if not return_hierarchy:
             return pooled
         h = torch.stack([links[0] for links in history], 1)
@@ -108,12 +115,21 @@ def content_mask(tokens: torch.Tensor) -> torch.Tensor:
     return (pos >= 1) & (pos < eot)
 
 
-def text_hierarchy(history: list, inside: torch.Tensor, layers: list[int]) -> TextHierarchy:
-    """Stack per-layer chain links over the full sequence into a :class:`TextHierarchy`."""
-    n = inside.shape[1]
+def chain_mask(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, N) token ids -> (B, N) bool: the start token, the words and end-of-text (no padding)."""
+    pos = torch.arange(tokens.shape[1], device=tokens.device)
+    return pos <= tokens.argmax(dim=-1, keepdim=True)
+
+
+def text_hierarchy(history: list, content: torch.Tensor, layers: list[int]) -> TextHierarchy:
+    """Stack per-layer chain links over the full sequence into a :class:`TextHierarchy`.
+
+    ``content`` (B, N) marks the words: links to the start / end token are not read out.
+    """
+    n = content.shape[1]
     links = torch.stack([a[0] for a in history], 1)[:, :, 1:n - 2]  # edges between content slots
-    mask = (inside[:, :-1] & inside[:, 1:])[:, 1:n - 2]
-    return TextHierarchy(links * mask.unsqueeze(1), mask, inside.sum(-1), layers)
+    mask = (content[:, :-1] & content[:, 1:])[:, 1:n - 2]
+    return TextHierarchy(links * mask.unsqueeze(1), mask, content.sum(-1), layers)
 
 
 def build_text_parts(cfg: TextCfg, embed_dim: int, quick_gelu: bool = False) -> dict[str, nn.Module | torch.Tensor]:

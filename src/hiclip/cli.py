@@ -23,6 +23,26 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "HiCLIP-Tiny") ->
     p.add_argument("--threshold", type=float, default=0.5, help="merge threshold tau (default: %(default)s)")
 
 
+def _add_readout_args(p: argparse.ArgumentParser) -> None:
+    from .induce.trees import METHODS, Readout
+    d = Readout()
+    p.add_argument("--readout", choices=METHODS, default=d.method,
+                   help="tree read-out (docs/design.md §2; default: %(default)s, thresholds: --threshold)")
+    p.add_argument("--down", type=float, default=d.down, help="tree_transformer: go down while the weakest "
+                   "link exceeds this (default: %(default)s)")
+    p.add_argument("--side", type=float, default=d.side, help="tree_transformer: a part goes one layer lower "
+                   "when its weakest link exceeds this (default: %(default)s)")
+    p.add_argument("--min-layer", type=int, default=d.min_layer, help="tree_transformer: spans merged at this "
+                   "layer are flat (default: %(default)s)")
+    p.add_argument("--flat", type=float, default=d.flat, help="aggregate: spans whose largest summed distance "
+                   "is below this are flat (default: %(default)s)")
+
+
+def _readout(args: argparse.Namespace):
+    from .induce.trees import Readout
+    return Readout(args.readout, args.threshold, args.down, args.side, args.min_layer, args.flat)
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     for name in factory.list_models():
         cfg = factory.load_config(name)
@@ -37,7 +57,7 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     from .induce.draw import draw_tree
     from .induce.run import caption_trees
     model, _, tokenizer = factory.load_for_inference(args.model, args.pretrained, args.device)
-    trees, _ = caption_trees(model, tokenizer, args.captions, args.threshold)
+    trees, _ = caption_trees(model, tokenizer, args.captions, readout=_readout(args))
     for i, tree in enumerate(trees):
         print(tree)
         if args.png:
@@ -67,10 +87,21 @@ def _cmd_groups(args: argparse.Namespace) -> int:
 
 
 def _cmd_induce_eval(args: argparse.Namespace) -> int:
+    tune = None if args.tune_split == "none" else args.tune_split
+    if args.checkpoints:
+        from .induce.curve import checkpoint_curve, format_curve, plot_curve
+        rows = checkpoint_curve(args.checkpoints, n=args.n, tune_n=args.tune_n, device=args.device)
+        print(format_curve(rows))
+        png = plot_curve(rows, Path(args.out).with_suffix(".png") if args.out else Path(args.checkpoints) / "curve.png")
+        print(f"plot: {png}")
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=2))
+            print(f"wrote {args.out}")
+        return 0
     from .induce.run import format_report, induce_eval
     model, transform, tokenizer = factory.load_for_inference(args.model, args.pretrained, args.device)
     report = induce_eval(model, transform, tokenizer, n=args.n, threshold=args.threshold, seed=args.seed,
-                         split=args.split, gold_trees=args.gold_trees)
+                         split=args.split, gold_trees=args.gold_trees, tune_split=tune, tune_n=args.tune_n)
     report["model"], report["pretrained"] = args.model, args.pretrained
     print(format_report(report))
     if args.out:
@@ -125,7 +156,7 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
     command = "hiclip " + " ".join(sys.argv[1:])
-    cfg = DemoConfig(out=args.out, budget_minutes=args.budget_minutes, seeds=args.seeds, seed=args.seed,
+    cfg = DemoConfig(out=args.out, seeds=args.seeds, seed=args.seed,
                      device=args.device, steps=args.steps, lr=args.lr, eval_samples=args.eval_samples,
                      induce_samples=args.induce_samples, progress=not args.no_progress, commands=[command])
     run_demo(cfg)
@@ -140,16 +171,16 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
                                    "steps and seeds; evaluation, hierarchy induction and OUT/report.md + .html. "
                                    "Rerunning continues an interrupted run.")
     p.add_argument("--out", default=d.out, help="output directory (default: %(default)s)")
-    p.add_argument("--budget-minutes", type=float, default=d.budget_minutes,
-                   help="time budget; training steps are lowered to fit it (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per model, for mean ± sd (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="first seed (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=d.steps, help="training steps per run at most (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps per run: the same plan on every machine; the expected time is "
+                        "printed before training (default: %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of both models (default: %(default)s)")
     p.add_argument("--eval-samples", type=int, default=d.eval_samples,
                    help="samples per evaluation dataset (default: %(default)s)")
     p.add_argument("--induce-samples", type=int, default=d.induce_samples,
-                   help="captions / images scored for induced hierarchies (default: %(default)s)")
+                   help="captions / images scored for induced hierarchies; as many validation samples choose "
+                        "the read-outs (default: %(default)s)")
     p.add_argument("--device", default=d.device, help="(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
@@ -167,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("captions", nargs="+", help="one or more captions")
     pa.add_argument("--png", help="also draw the tree to this PNG/SVG file (numbered when several)")
     _add_model_args(pa)
+    _add_readout_args(pa)
     pa.set_defaults(func=_cmd_parse)
 
     g = sub.add_parser("groups", help="write per-layer region overlays (PNG + GIF) of images")
@@ -181,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     ie.add_argument("--split", default="test", help="embedded-world split (default: %(default)s)")
     ie.add_argument("--seed", type=int, default=0, help="world seed (default: %(default)s)")
     ie.add_argument("--gold-trees", help="file of PTB-style bracketed trees, one per line, to score captions against")
-    ie.add_argument("--out", help="write the JSON report here")
+    ie.add_argument("--tune-split", default="val", help="world split on which the tree read-out and the image-group "
+                    "layer/threshold are chosen, or 'none' for top-down at --threshold (default: %(default)s)")
+    ie.add_argument("--tune-n", type=int, default=None, help="samples of the tuning split (default: --n)")
+    ie.add_argument("--checkpoints", help="a run's checkpoint folder: score every step_N.pt / latest.pt and plot "
+                    "tree F1 and ARI against the training step")
+    ie.add_argument("--out", help="write the JSON report here (with --checkpoints: the rows, and a PNG beside it)")
     ie.set_defaults(func=_cmd_induce_eval)
 
     _add_optional_commands(sub)

@@ -36,6 +36,7 @@ class EvalSettings:
     amp: bool = False
     world_size: int = 500
     world_image_size: int = 64
+    world_split: str = "test"  # 'val' when choosing settings (never tune on test)
     seed: int = 0
     classnames_file: str | None = None
     templates_file: str | None = None
@@ -82,15 +83,16 @@ def _classification_set(name: str, part: str, transform: Callable, s: EvalSettin
     """(dataset with ``.classes``, templates) for a world task or an image folder."""
     templates = read_templates(s.templates_file) if s.templates_file else None
     if name.startswith("world/"):
+        split = s.world_split if part == "test" else part
         dataset, world_templates = world_classification(
-            name[6:], s.world_size, transform, split=part, seed=s.seed, image_size=s.world_image_size)
+            name[6:], s.world_size, transform, split=split, seed=s.seed, image_size=s.world_image_size)
         return dataset, templates or world_templates
     root = Path(name) / part if (Path(name) / part).is_dir() else Path(name)
     return image_folder(root, transform, s.classnames_file), templates or DEFAULT_TEMPLATES
 
 
-def _world_split(name: str) -> str:
-    return "holdout" if name == "world/holdout" else "test"
+def _world_split(name: str, s: EvalSettings) -> str:
+    return "holdout" if name == "world/holdout" else s.world_split
 
 
 def run_task(task: str, name: str, model, transform: Callable, tokenizer, s: EvalSettings
@@ -107,7 +109,7 @@ def run_task(task: str, name: str, model, transform: Callable, tokenizer, s: Eva
                                      s.amp, s.c_grid, seed=s.seed)
     if task == "zeroshot_retrieval":
         if name.startswith("world"):
-            dataset = world_retrieval(s.world_size, transform, _world_split(name), s.seed,
+            dataset = world_retrieval(s.world_size, transform, _world_split(name, s), s.seed,
                                       s.world_image_size)
         elif name.lower().endswith(".csv"):
             dataset = csv_captions(name, transform, s.csv_image_key, s.csv_caption_key,
@@ -116,7 +118,7 @@ def run_task(task: str, name: str, model, transform: Callable, tokenizer, s: Eva
             dataset = karpathy_json(name, transform, s.image_root, s.karpathy_split)
         return retrieval.evaluate(model, _loader(dataset, s), tokenizer, s.device, s.amp,
                                   s.recall_k, s.chunk_size)
-    dataset = world_compositional(s.world_size, transform, _world_split(name), s.seed,
+    dataset = world_compositional(s.world_size, transform, _world_split(name, s), s.seed,
                                   s.world_image_size)
     return compositional.evaluate(model, _loader(dataset, s), tokenizer, s.device, s.amp)
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from hiclip.induce.trees import Tree
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     """A figure on the Agg canvas (no pyplot, no global backend change)."""
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
@@ -56,7 +56,7 @@ def draw_tree(tree: Tree, path: str | Path) -> None:
     xy: dict[int, tuple[float, float]] = {}
     _, height = _layout(tree, xy)
     n_words = tree.span[1] - tree.span[0]
-    fig = _figure(max(3.0, 0.8 * n_words), max(2.0, 0.6 * (height + 2)))
+    fig = new_figure(max(3.0, 0.8 * n_words), max(2.0, 0.6 * (height + 2)))
     ax = fig.add_subplot()
     _draw_node(ax, tree, xy)
     ax.set_xlim(tree.span[0] - 0.7, tree.span[1] - 0.3)
@@ -113,7 +113,7 @@ def draw_groups(image: Image.Image, labels: Any, path: str | Path, layers: Seque
     chosen = list(range(len(lab))) if layers is None else list(layers)
     if not chosen or any(not 0 <= l < len(lab) for l in chosen):
         raise ValueError(f"expected layers in 0..{len(lab) - 1}, got {chosen}")
-    fig = _figure(3.0 * len(chosen), 3.3)
+    fig = new_figure(3.0 * len(chosen), 3.3)
     for i, layer in enumerate(chosen):
         ax = fig.add_subplot(1, len(chosen), i + 1)
         ax.imshow(overlay(image, lab[layer]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -15,7 +16,9 @@ from tqdm.auto import tqdm
 
 from .groups import group_labels
 from .scores import bracket_report, group_report, masks_to_grid, read_trees
-from .trees import Tree, induce_tree
+from .select import (ari_at, choose_grouping, choose_readout, label_recall, mean_links, readout_candidates,
+                     root_splits)
+from .trees import Readout, Tree, induce_tree
 
 _WORD = re.compile(r"\w", re.UNICODE)
 
@@ -32,32 +35,49 @@ def check_caption(text: str) -> None:
         raise ValueError(f"caption {text!r} is only punctuation: nothing to parse")
 
 
-@torch.no_grad()
-def caption_trees(model: Any, tokenizer: Any, captions: Sequence[str], threshold: float = 0.5,
-                  batch_size: int = 256, progress: bool = False) -> tuple[list[Tree], float]:
-    """Induce a tree per caption. Returns (trees, seconds spent in the encoder forward pass).
+CaptionLinks = tuple[np.ndarray, list[int], bool]
+"""One caption's token links (L, n-1), its n content token ids, and whether it was truncated."""
 
-    Captions longer than the context are truncated by the tokenizer; their tree is
-    marked ``truncated`` (printed with a trailing "…").
-    """
+
+@torch.no_grad()
+def caption_links(model: Any, tokenizer: Any, captions: Sequence[str], batch_size: int = 256,
+                  progress: bool = False) -> tuple[list[CaptionLinks], float]:
+    """Per caption its link table, ids and truncation flag; and the encoder seconds.
+
+    Captions longer than the context are truncated by the tokenizer (flag set)."""
     for c in captions:
         check_caption(c)
     ctx = model.context_length
-    trees, forward_s = [], 0.0
+    out, forward_s = [], 0.0
     for start in tqdm(range(0, len(captions), batch_size), desc="captions", disable=not progress):
         chunk = list(captions[start:start + batch_size])
         tokens = tokenizer(chunk).to(_device_of(model))
         t0 = time.perf_counter()
         _, hier = model.encode_text(tokens, return_hierarchy=True)
         forward_s += time.perf_counter() - t0
-        links = hier.links.float().cpu().numpy()
+        links = hier.links.double().cpu().numpy()
         for b, text in enumerate(chunk):
             n = int(hier.lengths[b])
-            ids = tokens[b, 1:1 + n].tolist()
-            truncated = len(tokenizer.encode(text)) > ctx - 2
-            trees.append(induce_tree(links[b, :, :max(n - 1, 0)], ids, threshold, truncated,
-                                     decoder=tokenizer.decoder))
-    return trees, forward_s
+            out.append((links[b, :, :max(n - 1, 0)], tokens[b, 1:1 + n].tolist(),
+                        len(tokenizer.encode(text)) > ctx - 2))
+    return out, forward_s
+
+
+def trees_from_links(items: Sequence[CaptionLinks], readout: Readout, decoder: Any = None) -> list[Tree]:
+    """Trees of :func:`caption_links` output under one read-out."""
+    return [induce_tree(links, ids, readout.threshold, truncated, decoder=decoder, readout=readout)
+            for links, ids, truncated in items]
+
+
+def caption_trees(model: Any, tokenizer: Any, captions: Sequence[str], threshold: float = 0.5,
+                  batch_size: int = 256, progress: bool = False, readout: Readout | None = None
+                  ) -> tuple[list[Tree], float]:
+    """Induce a tree per caption (``readout``, default top-down at ``threshold``).
+    Returns (trees, seconds spent in the encoder forward pass); truncated captions'
+    trees are marked ``truncated`` (printed with a trailing "…")."""
+    items, forward_s = caption_links(model, tokenizer, captions, batch_size, progress)
+    readout = Readout(threshold=threshold) if readout is None else readout
+    return trees_from_links(items, readout, tokenizer.decoder), forward_s
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -73,75 +93,192 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 @torch.no_grad()
-def image_groups(model: Any, transform: Callable, images: Sequence[Image.Image], threshold: float = 0.5,
-                 batch_size: int = 128, progress: bool = False) -> tuple[list[np.ndarray], float]:
-    """Per image the per-layer region labels (L, H, W). Returns (labels, encoder seconds)."""
-    out, forward_s = [], 0.0
+def image_links(model: Any, transform: Callable, images: Sequence[Image.Image], batch_size: int = 128,
+                progress: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Grid links of every image: h (B, L, H, W-1), v (B, L, H-1, W); and the encoder seconds."""
+    hs, vs, forward_s = [], [], 0.0
     for start in tqdm(range(0, len(images), batch_size), desc="images", disable=not progress):
         batch = torch.stack([transform(im) for im in images[start:start + batch_size]]).to(_device_of(model))
         t0 = time.perf_counter()
         _, hier = model.encode_image(batch, return_hierarchy=True)
         forward_s += time.perf_counter() - t0
-        out.extend(group_labels(hier.h.float().cpu().numpy(), hier.v.float().cpu().numpy(), threshold))
-    return out, forward_s
+        hs.append(hier.h.double().cpu().numpy())
+        vs.append(hier.v.double().cpu().numpy())
+    return np.concatenate(hs), np.concatenate(vs), forward_s
+
+
+def image_groups(model: Any, transform: Callable, images: Sequence[Image.Image], threshold: float = 0.5,
+                 batch_size: int = 128, progress: bool = False) -> tuple[list[np.ndarray], float]:
+    """Per image the per-layer region labels (L, H, W). Returns (labels, encoder seconds)."""
+    h, v, forward_s = image_links(model, transform, images, batch_size, progress)
+    return list(group_labels(h, v, threshold)), forward_s
+
+
+def _world_samples(model: Any, split: str, n: int, seed: int, progress: bool) -> list:
+    from ..data.world import ShapesWorld
+
+    world = ShapesWorld(split=split, size=n, image_size=model.cfg.vision_cfg.image_size, seed=seed)
+    return [world[i] for i in tqdm(range(n), desc=f"rendering {split}", disable=not progress)]
+
+
+def _gold_grids(model: Any, samples: Sequence) -> list[np.ndarray]:
+    return [masks_to_grid(s.masks, *model.visual.grid) for s in samples]
+
+
+def tune_readouts(model: Any, transform: Callable, tokenizer: Any, samples: Sequence,
+                  progress: bool = False) -> dict[str, Any]:
+    """Choose the caption-tree read-out and the image-group (layer, threshold) on ``samples``
+    (world samples of a validation split): ``{"readout": Readout, "grouping": {...}, ...}``."""
+    import nltk
+
+    out: dict[str, Any] = {"n": len(samples)}
+    if model.cfg.text_cfg.hierarchy.enabled:
+        items, _ = caption_links(model, tokenizer, [s.caption for s in samples], progress=progress)
+        gold = [nltk.Tree.fromstring(s.tree) for s in samples]
+        best, table = choose_readout(lambda r: trees_from_links(items, r, tokenizer.decoder),
+                                     readout_candidates(items[0][0].shape[0]), gold)
+        out["readout"], out["readout_f1"] = best, table
+    if model.cfg.vision_cfg.hierarchy.enabled:
+        h, v, _ = image_links(model, transform, [s.image for s in samples], progress=progress)
+        out["grouping"] = choose_grouping(h, v, _gold_grids(model, samples))
+    return out
+
+
+def score_hierarchies(model: Any, transform: Callable, tokenizer: Any, samples: Sequence,
+                      tuned: dict[str, Any] | None = None, threshold: float = 0.5, seed: int = 0,
+                      gold: Sequence | None = None, progress: bool = False) -> dict[str, Any]:
+    """Trees and groups of ``samples`` scored against their gold structure, with the read-out
+    settings of ``tuned`` (from :func:`tune_readouts` on another split) and, for reference,
+    the fixed top-down read-out at ``threshold``. ``gold`` replaces the samples' trees
+    (the captions are then the gold trees' leaves)."""
+    import nltk
+
+    tuned = tuned or {}
+    report: dict[str, Any] = {}
+    if model.cfg.text_cfg.hierarchy.enabled:
+        gold = list(gold) if gold is not None else [nltk.Tree.fromstring(s.tree) for s in samples]
+        t0 = time.perf_counter()
+        items, fwd = caption_links(model, tokenizer, [" ".join(g.leaves()) for g in gold], progress=progress)
+        fixed = Readout(threshold=threshold)
+        readout = tuned.get("readout", fixed)
+        trees = trees_from_links(items, readout, tokenizer.decoder)
+        t = bracket_report(trees, gold, seed=seed)
+        t["readout"] = readout.label()
+        t["readout_params"] = asdict(readout)
+        if readout != fixed:
+            t["fixed_readout"] = {"readout": fixed.label(), **bracket_report(
+                trees_from_links(items, fixed, tokenizer.decoder), gold, seed=seed, draws=0)["induced"]}
+        kept = [i for i, tr in enumerate(trees) if not tr.truncated]
+        t["label_recall"] = label_recall([trees[i] for i in kept], [gold[i] for i in kept])
+        t["root_splits"] = root_splits(trees)
+        t["mean_link_per_layer"] = mean_links([links for links, _, _ in items])
+        t["timing_s"] = {"encoder": fwd, "induction": time.perf_counter() - t0 - fwd}
+        report["trees"] = t
+        report["examples"] = [str(tr) for tr in trees[:5]]
+    if model.cfg.vision_cfg.hierarchy.enabled:
+        t0 = time.perf_counter()
+        h, v, fwd = image_links(model, transform, [s.image for s in samples], progress=progress)
+        grids = _gold_grids(model, samples)
+        g = group_report(list(group_labels(h, v, threshold)), grids)
+        if "grouping" in tuned:
+            layer, tau = tuned["grouping"]["layer"], tuned["grouping"]["threshold"]
+            g["chosen"] = {"layer": layer, "threshold": tau, "ari": ari_at(h, v, grids, layer, tau),
+                           "val_ari": tuned["grouping"]["ari"]}
+        g["mean_link_per_layer"] = [float(np.concatenate([h[:, l].ravel(), v[:, l].ravel()]).mean())
+                                    for l in range(h.shape[1])]
+        g["timing_s"] = {"encoder": fwd, "induction": time.perf_counter() - t0 - fwd}
+        report["groups"] = g
+    return report
 
 
 def induce_eval(model: Any, transform: Callable, tokenizer: Any, n: int = 500, threshold: float = 0.5,
                 seed: int = 0, split: str = "test", gold_trees: str | Path | None = None,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, tune_split: str | None = "val", tune_n: int | None = None
+                ) -> dict[str, Any]:
     """Score induced caption trees and image groups against gold structure.
 
-    Captions and gold trees come from the embedded world's ``split`` (``n`` samples,
-    rendered at the model's image size), or from ``gold_trees``: a file of PTB-style
-    bracketed trees, one per line, whose leaves are the sentence. Images and gold masks
-    come from the embedded world. Returns a JSON-ready dict with the scores, the
-    baselines and the time of induction vs the encoder forward passes.
+    Read-out settings (tree read-out and thresholds, image-group layer and threshold) are
+    chosen on the world's ``tune_split`` (``tune_n`` samples, default ``n``; None: no
+    tuning, the top-down read-out at ``threshold``), then ``n`` samples of ``split`` are
+    scored. Captions and gold trees come from the world's ``split``, or from
+    ``gold_trees``: a file of PTB-style bracketed trees, one per line, whose leaves are the
+    sentence. Images and gold masks come from the embedded world. Returns a JSON-ready
+    dict with the scores, the baselines, diagnostics and timings.
     """
-    from ..data.world import ShapesWorld
-    import nltk
-
-    size = model.cfg.vision_cfg.image_size
-    world = ShapesWorld(split=split, size=n, image_size=size, seed=seed)
-    samples = [world[i] for i in tqdm(range(n), desc="rendering", disable=not progress)]
-    if gold_trees is not None:
-        gold = read_trees(gold_trees)
-        captions = [" ".join(t.leaves()) for t in gold]
-    else:
-        gold = [nltk.Tree.fromstring(s.tree) for s in samples]
-        captions = [s.caption for s in samples]
-    report: dict[str, Any] = {"n_captions": len(captions), "n_images": n, "threshold": threshold}
-    if model.cfg.text_cfg.hierarchy.enabled:
-        t0 = time.perf_counter()
-        trees, fwd = caption_trees(model, tokenizer, captions, threshold, progress=progress)
-        report["trees"] = bracket_report(trees, gold, seed=seed)
-        report["trees"]["timing_s"] = {"encoder": fwd, "induction": time.perf_counter() - t0 - fwd}
-        report["examples"] = [str(t) for t in trees[:5]]
-    if model.cfg.vision_cfg.hierarchy.enabled:
-        t0 = time.perf_counter()
-        labels, fwd = image_groups(model, transform, [s.image for s in samples], threshold, progress=progress)
-        grid = model.visual.grid
-        gold_grids = [masks_to_grid(s.masks, *grid) for s in samples]
-        report["groups"] = group_report(labels, gold_grids)
-        report["groups"]["timing_s"] = {"encoder": fwd, "induction": time.perf_counter() - t0 - fwd}
+    if tune_split is not None and tune_split == split:
+        raise ValueError(f"read-outs must be chosen on another split than the one scored ({split!r})")
+    tuned = {}
+    if tune_split is not None:
+        tuned = tune_readouts(model, transform, tokenizer,
+                              _world_samples(model, tune_split, tune_n or n, seed, progress), progress)
+    samples = _world_samples(model, split, n, seed, progress)
+    gold = read_trees(gold_trees) if gold_trees is not None else None
+    report: dict[str, Any] = {"n_captions": len(gold) if gold is not None else n, "n_images": n,
+                              "threshold": threshold, "split": split, "tune_split": tune_split}
+    report |= score_hierarchies(model, transform, tokenizer, samples, tuned, threshold, seed, gold, progress)
+    if "grouping" in tuned:
+        report["groups"]["validation"] = tuned["grouping"]
+    if "readout_f1" in tuned:
+        report["trees"]["validation"] = sorted(tuned["readout_f1"], key=lambda x: -x[1])[:10]
     return report
+
+
+def validation_report(model: Any, transform: Callable, tokenizer: Any, n: int = 400, seed: int = 0
+                      ) -> dict[str, Any]:
+    """Hierarchy scores for ablations, on the validation split only: read-outs chosen on its
+    first half and scored on its second half. Flat keys: ``tree_f1`` (chosen read-out),
+    ``tree_f1_topdown`` (top-down, τ 0.5), ``ari`` (chosen layer and threshold), and the
+    full reports under ``trees`` / ``groups``."""
+    samples = _world_samples(model, "val", n, seed, progress=False)
+    tuned = tune_readouts(model, transform, tokenizer, samples[: n // 2])
+    report = score_hierarchies(model, transform, tokenizer, samples[n // 2:], tuned, seed=seed)
+    flat: dict[str, Any] = {}
+    if "trees" in report:
+        t = report["trees"]
+        flat["tree_f1"] = t["induced"]["corpus_f1"]
+        flat["tree_f1_topdown"] = t.get("fixed_readout", t["induced"])["corpus_f1"]
+        flat["readout"] = t["readout"]
+        flat["right_branching_f1"] = t["right_branching"]["corpus_f1"]
+        flat["random_f1"] = t["random"]["corpus_f1"]
+    if "groups" in report:
+        flat["ari"] = report["groups"]["chosen"]["ari"]
+        flat["grouping"] = {k: report["groups"]["chosen"][k] for k in ("layer", "threshold")}
+    return flat | {"report": report}
 
 
 def format_report(report: dict[str, Any]) -> str:
     """A short plain-text table of an :func:`induce_eval` report."""
     lines = []
+    tuned = f", read-outs chosen on '{report['tune_split']}'" if report.get("tune_split") else ""
     if "trees" in report:
         t = report["trees"]
-        lines.append(f"Caption trees ({report['n_captions']} captions, unlabeled bracket F1, corpus / sentence):")
-        for name in ("induced", "left_branching", "right_branching", "random"):
-            r = t[name]
-            lines.append(f"  {name:16s} F1 {r['corpus_f1']:.3f} / {r['sentence_f1']:.3f}   "
+        lines.append(f"Caption trees ({report['n_captions']} captions of '{report.get('split', 'test')}'{tuned}; "
+                     "unlabeled bracket F1, corpus / sentence):")
+        rows = [(f"induced {t['readout']}" if "readout" in t else "induced", t["induced"])]
+        if "fixed_readout" in t:
+            rows.append((f"induced {t['fixed_readout']['readout']}", t["fixed_readout"]))
+        rows += [(name, t[name]) for name in ("left_branching", "right_branching", "random")]
+        width = max(len(name) for name, _ in rows)
+        for name, r in rows:
+            lines.append(f"  {name:{width}s}  F1 {r['corpus_f1']:.3f} / {r['sentence_f1']:.3f}   "
                          f"P {r['corpus_precision']:.3f}  R {r['corpus_recall']:.3f}")
+        if "label_recall" in t:
+            lines.append("  recall by gold label: " + "  ".join(
+                f"{k} {v['recall']:.2f} (n={v['count']})" for k, v in t["label_recall"].items()))
+            lines.append("  root split between: " + ", ".join(f"'{pair}' ×{c}" for pair, c in t["root_splits"][:6]))
+            lines.append("  mean link per layer: " + " ".join(f"{x:.2f}" for x in t["mean_link_per_layer"]))
     if "groups" in report:
         g = report["groups"]
-        lines.append(f"Image groups ({g['n_images']} images; per layer, low -> high):")
+        lines.append(f"Image groups ({g['n_images']} images; per layer, low -> high, τ {report['threshold']}):")
         lines.append("  ARI       " + "  ".join(f"{x:.3f}" for x in g["ari"]))
         lines.append("  best IoU  " + "  ".join(f"{x:.3f}" if x is not None else "  -  " for x in g["best_iou"]))
+        if "chosen" in g:
+            c = g["chosen"]
+            lines.append(f"  chosen on validation: layer {c['layer']}, τ {c['threshold']}: ARI {c['ari']:.3f} "
+                         f"(validation {c['val_ari']:.3f})")
         for name in [k for k in g if k.startswith("baseline_")]:
             b = g[name]
             lines.append(f"  {name[9:]:8s}  ARI {b['ari']:.3f}  best IoU {b['best_iou']:.3f}")
+        if "mean_link_per_layer" in g:
+            lines.append("  mean link per layer: " + " ".join(f"{x:.2f}" for x in g["mean_link_per_layer"]))
     return "\n".join(lines)

@@ -20,12 +20,23 @@ The root is built with ``top = L-1``: split at the top layer unless merged there
 at the highest layer where it is not merged. Trees are binary except for flat constituents. A node's ``layer`` is the
 layer at which it formed: the lowest layer l such that it is merged at every layer
 >= l; ``None`` for single words and for spans not merged even at the top layer.
+
+Two more read-outs (:class:`Readout`, docs/design.md §2), chosen on the validation split:
+
+* ``tree_transformer`` (Tree Transformer's parser): a span starts at a layer (the root at
+  the top); while its weakest link there exceeds ``down`` and the layer is above
+  ``min_layer`` it goes one layer down; still merged above ``down`` at ``min_layer``, it
+  is emitted flat. Otherwise it splits at its weakest link at that layer; a part whose
+  weakest link there exceeds ``side`` continues one layer lower, the other part at the same layer.
+* ``aggregate``: word distance ``d_k = Σ_l (1 - a^l_k)`` over all layers; a span splits at
+  its largest distance (ties: the leftmost), and is flat when its largest distance is
+  below ``flat`` (0: always binary).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -152,21 +163,104 @@ def _check_links(arr: np.ndarray, n_tokens: int) -> None:
         raise ValueError("expected link affinities in [0, 1] (finite)")
 
 
-def _build(w: np.ndarray, words: list[str], start: int, end: int, top: int, threshold: float) -> Tree:
-    if end - start == 1:
-        return Tree((start, end), [], None, [words[start]])
-    mins = w[:, start : end - 1].min(axis=1)  # (L,)
+METHODS = ("topdown", "tree_transformer", "aggregate")
+
+
+@dataclass(frozen=True)
+class Readout:
+    """How a tree is read from the links (module doc): ``method`` and its thresholds.
+
+    ``threshold``: merge threshold of ``topdown`` (and of every node's ``layer``);
+    ``down``, ``side``, ``min_layer``: ``tree_transformer``; ``flat``: ``aggregate``.
+    """
+
+    method: str = "topdown"
+    threshold: float = 0.5
+    down: float = 0.8
+    side: float = 0.7
+    min_layer: int = 0
+    flat: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"read-out method must be one of {METHODS}, got {self.method!r}")
+
+    def label(self) -> str:
+        """A short name with the parameters that matter for ``method``."""
+        if self.method == "topdown":
+            return f"topdown(τ={self.threshold:g})"
+        if self.method == "tree_transformer":
+            return f"tree_transformer(down={self.down:g}, side={self.side:g}, min_layer={self.min_layer})"
+        return f"aggregate(flat={self.flat:g})"
+
+
+def _leaf(words: list[str], i: int) -> Tree:
+    return Tree((i, i + 1), [], None, [words[i]])
+
+
+def _flat(words: list[str], start: int, end: int, layer: int | None) -> Tree:
+    return Tree((start, end), [_leaf(words, i) for i in range(start, end)], layer, words[start:end])
+
+
+def _formed(mins: np.ndarray, threshold: float) -> tuple[np.ndarray, int | None]:
+    """Layers where a span with weakest links ``mins`` (L,) is unmerged, and the layer it formed at."""
     unmerged = np.flatnonzero(mins < threshold)
     formed = 0 if unmerged.size == 0 else int(unmerged[-1]) + 1
-    layer = formed if formed < len(mins) else None
+    return unmerged, (formed if formed < len(mins) else None)
+
+
+def _build(w: np.ndarray, words: list[str], start: int, end: int, top: int, threshold: float) -> Tree:
+    if end - start == 1:
+        return _leaf(words, start)
+    unmerged, layer = _formed(w[:, start : end - 1].min(axis=1), threshold)
     below = unmerged[unmerged <= top]
     if below.size == 0:
-        kids = [Tree((i, i + 1), [], None, [words[i]]) for i in range(start, end)]
-        return Tree((start, end), kids, layer, words[start:end])
+        return _flat(words, start, end, layer)
     split_layer = int(below[-1])
     cut = start + int(np.argmin(w[split_layer, start : end - 1])) + 1
     kids = [_build(w, words, start, cut, split_layer, threshold), _build(w, words, cut, end, split_layer, threshold)]
     return Tree((start, end), kids, layer, words[start:end])
+
+
+def _build_tt(w: np.ndarray, words: list[str], start: int, end: int, level: int, r: Readout) -> Tree:
+    """Tree Transformer's parser from ``level`` down (see module doc)."""
+    if end - start == 1:
+        return _leaf(words, start)
+    links = w[:, start : end - 1]
+    _, layer = _formed(links.min(axis=1), r.threshold)
+    while level > r.min_layer and links[level].min() > r.down:
+        level -= 1
+    if links[level].min() > r.down:
+        return _flat(words, start, end, layer)
+    cut = start + int(np.argmin(links[level])) + 1
+    kids = []
+    for s, e in ((start, cut), (cut, end)):
+        lower = e - s > 1 and level > r.min_layer and w[level, s : e - 1].min() > r.side
+        kids.append(_build_tt(w, words, s, e, level - 1 if lower else level, r))
+    return Tree((start, end), kids, layer, words[start:end])
+
+
+def _build_agg(w: np.ndarray, dist: np.ndarray, words: list[str], start: int, end: int, r: Readout) -> Tree:
+    """Split at the largest summed distance (see module doc)."""
+    if end - start == 1:
+        return _leaf(words, start)
+    _, layer = _formed(w[:, start : end - 1].min(axis=1), r.threshold)
+    d = dist[start : end - 1]
+    if d.max() < r.flat:
+        return _flat(words, start, end, layer)
+    cut = start + int(np.argmax(d)) + 1
+    kids = [_build_agg(w, dist, words, start, cut, r), _build_agg(w, dist, words, cut, end, r)]
+    return Tree((start, end), kids, layer, words[start:end])
+
+
+def build_tree(w: np.ndarray, words: list[str], readout: Readout) -> Tree:
+    """The tree over ``words`` from word links ``w`` (L, M-1) by ``readout``."""
+    top = w.shape[0] - 1
+    if readout.method == "topdown":
+        return _build(w, words, 0, len(words), top, readout.threshold)
+    if readout.method == "tree_transformer":
+        return _build_tt(w, words, 0, len(words), top, readout)
+    return _build_agg(w, (1.0 - w).sum(axis=0), words, 0, len(words), readout)
 
 
 def induce_tree(
@@ -175,18 +269,22 @@ def induce_tree(
     threshold: float = 0.5,
     truncated: bool = False,
     decoder: Mapping[int, str] | None = None,
+    readout: Readout | None = None,
 ) -> Tree:
     """The tree of one caption from its token links (L, N-1) and N content tokens
     (ids or pieces). ``truncated`` is set on the root (also when the last piece does
-    not end a word)."""
+    not end a word). ``readout`` (default: top-down at ``threshold``) picks the read-out."""
     pieces = _as_pieces(tokens, decoder)
     if not pieces:
         raise ValueError("expected at least one content token, got none")
     arr = to_numpy(links)
     _check_links(arr, len(pieces))
+    readout = Readout(threshold=threshold) if readout is None else readout
+    if readout.min_layer >= arr.shape[0]:
+        readout = replace(readout, min_layer=arr.shape[0] - 1)
     spans = word_spans(pieces)
     words = [_piece_text(pieces[s:e]) for s, e in spans]
-    tree = _build(word_links(arr, spans), words, 0, len(words), arr.shape[0] - 1, threshold)
+    tree = build_tree(word_links(arr, spans), words, readout)
     tree.truncated = truncated or not pieces[-1].endswith(END_OF_WORD)
     return tree
 
@@ -197,6 +295,7 @@ def induce_trees(
     threshold: float = 0.5,
     truncated: Sequence[bool] | None = None,
     decoder: Mapping[int, str] | None = None,
+    readout: Readout | None = None,
 ) -> list[Tree]:
     """Trees for a batch: ``links`` padded (B, L, Nmax-1) or a list of (L, N_b-1);
     caption b uses ``links[b][:, :N_b-1]`` with N_b = ``len(tokens[b])``."""
@@ -204,6 +303,6 @@ def induce_trees(
         raise ValueError(f"expected as many link tables as captions, got {len(links)} and {len(tokens)}")
     flags = truncated if truncated is not None else [False] * len(tokens)
     return [
-        induce_tree(to_numpy(lk)[:, : max(len(tk) - 1, 0)], tk, threshold, fl, decoder)
+        induce_tree(to_numpy(lk)[:, : max(len(tk) - 1, 0)], tk, threshold, fl, decoder, readout)
         for lk, tk, fl in zip(links, tokens, flags)
     ]

@@ -1,0 +1,170 @@
+"""Ablations behind the hierarchy defaults (docs/design.md §5), on the world's validation split.
+
+Each variant changes one thing of HiCLIP-Tiny (or is a CLIP-Tiny baseline); every variant
+trains with the demo's recipe for the same steps and seeds, then is scored on the
+*validation* split only: caption-tree F1 (every read-out, its thresholds chosen on the
+first half of the validation captions and scored on the second), image-group ARI per
+layer, retrieval R@1 and compositional accuracy. Defaults are chosen from this table,
+never from the test split.
+
+    python experiments/ablate_hierarchy.py train  --out ablation_out   # ~40 min on 2 cores
+    python experiments/ablate_hierarchy.py eval   --out ablation_out
+    python experiments/ablate_hierarchy.py table  --out ablation_out   # -> ablation_out/table.md
+
+Every phase skips what is already done, so an interrupted run continues.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hiclip.config import load_config
+
+BASE, CLIP = "HiCLIP-Tiny", "CLIP-Tiny"
+
+
+def _set(path: str, value):
+    def change(cfg: dict) -> None:
+        *parents, leaf = path.split(".")
+        for key in parents:
+            cfg = cfg.setdefault(key, {})
+        cfg[leaf] = value
+    return change
+
+
+VARIANTS: dict[str, tuple[str, list]] = {
+    # name: (base model, changes to its config dict)
+    "hiclip": (BASE, []),
+    "specials_out": (BASE, [_set("text_cfg.specials_in_chain", False)]),
+    "pool_tok": (BASE, [_set("vision_cfg.pool", "tok")]),
+    "pool_tok_avg": (BASE, [_set("vision_cfg.pool", "tok_avg")]),
+    "bidirectional": (BASE, [_set("text_cfg.causal", False)]),
+    "renormalized": (BASE, [_set("vision_cfg.hierarchy.renormalize", True),
+                            _set("text_cfg.hierarchy.renormalize", True)]),
+    "link_dim_8": (BASE, [_set("vision_cfg.hierarchy.dim", 8), _set("text_cfg.hierarchy.dim", 8)]),
+    "link_dim_128": (BASE, [_set("vision_cfg.hierarchy.dim", 128), _set("text_cfg.hierarchy.dim", 128)]),
+    "layers_6": (BASE, [_set("vision_cfg.layers", 6), _set("text_cfg.layers", 6)]),
+    "clip": (CLIP, []),
+    "clip_bidirectional": (CLIP, [_set("text_cfg.causal", False)]),
+}
+
+RECIPE = dict(steps=200, batch_size=64, lr=1e-3, warmup_steps=40)
+
+
+def variant_config(name: str) -> dict:
+    model, changes = VARIANTS[name]
+    cfg = load_config(model).to_dict()
+    for change in changes:
+        change(cfg)
+    return cfg
+
+
+def run_dir(out: Path, name: str, seed: int) -> Path:
+    return out / "runs" / f"{name}-s{seed}"
+
+
+def train_all(out: Path, names: list[str], seeds: list[int], steps: int) -> None:
+    from hiclip.train.config import TrainConfig
+    from hiclip.train.loop import train
+
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        for name in names:
+            cfg_path = out / "configs" / f"{name}.json"
+            cfg_path.write_text(json.dumps(variant_config(name), indent=1))
+            rd = run_dir(out, name, seed)
+            if (rd / "summary.json").is_file():
+                continue
+            t0 = time.time()
+            summary = train(TrainConfig(
+                output_dir=str(rd), model=str(cfg_path), seed=seed, steps=steps,
+                batch_size=RECIPE["batch_size"], lr=RECIPE["lr"], warmup_steps=RECIPE["warmup_steps"],
+                workers=1, threads=2, resume="latest", save_every=steps // 4 if name == "hiclip" else 0,
+                keep_checkpoints=4, val_every=steps, val_samples=256, device="cpu", progress=False,
+                tensorboard=False))
+            summary["wall_s"] = time.time() - t0
+            (rd / "summary.json").write_text(json.dumps(summary, indent=1))
+            print(f"{name} seed {seed}: {summary['steps']} steps in {summary['wall_s']:.0f}s", flush=True)
+
+
+def eval_all(out: Path, names: list[str], seeds: list[int], n: int) -> None:
+    from hiclip.eval.run import evaluate_model
+    from hiclip.factory import load_for_inference
+    from hiclip.induce.run import validation_report
+
+    for seed in seeds:
+        for name in names:
+            rd = run_dir(out, name, seed)
+            path = rd / "val_scores.json"
+            ckpt = rd / "checkpoints" / "latest.pt"
+            if path.is_file() or not ckpt.is_file():
+                continue
+            cfg_path = out / "configs" / f"{name}.json"
+            model, transform, tokenizer = load_for_inference(str(cfg_path), ckpt, "cpu")
+            records = evaluate_model(model, transform, tokenizer, model_name=name, pretrained=str(ckpt),
+                                     tasks=("zeroshot_retrieval", "compositional"), datasets=("world",),
+                                     output_dir=rd / "eval", verbose=False, batch_size=128,
+                                     world_size=n, seed=0, world_split="val",
+                                     world_image_size=model.cfg.vision_cfg.image_size)
+            scores = {}
+            for r in records:
+                m = r["metrics"]
+                if r["task"] == "zeroshot_retrieval":
+                    scores["i2t_r1"], scores["t2i_r1"] = m["image_retrieval_recall@1"], m["text_retrieval_recall@1"]
+                else:
+                    scores["compositional"] = m["acc_all"]
+            if model.has_hierarchy:
+                scores |= validation_report(model, transform, tokenizer, n=n)
+            path.write_text(json.dumps(scores, indent=1))
+            print(f"{name} seed {seed}: {json.dumps({k: v for k, v in scores.items() if not isinstance(v, (dict, list))})}",
+                  flush=True)
+
+
+COLUMNS = [("tree_f1", "tree F1"), ("tree_f1_topdown", "tree F1 (top-down, τ 0.5)"),
+           ("ari", "ARI (val-chosen layer)"), ("i2t_r1", "I→T R@1"), ("t2i_r1", "T→I R@1"),
+           ("compositional", "compositional acc")]
+
+
+def table(out: Path, names: list[str], seeds: list[int]) -> str:
+    rows = ["| variant | " + " | ".join(c[1] for c in COLUMNS) + " | seeds |",
+            "|---|" + "---:|" * (len(COLUMNS) + 1)]
+    data = {}
+    for name in names:
+        runs = [json.loads(p.read_text()) for s in seeds if (p := run_dir(out, name, s) / "val_scores.json").is_file()]
+        data[name] = runs
+        cells = []
+        for key, _ in COLUMNS:
+            vals = [r[key] for r in runs if r.get(key) is not None]
+            cells.append(f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.3f}" if vals else "—")
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {len(runs)} |")
+    text = "\n".join(rows)
+    (out / "table.md").write_text(text + "\n")
+    (out / "table.json").write_text(json.dumps(data, indent=1))
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("phase", choices=["train", "eval", "table", "all"])
+    ap.add_argument("--out", default="ablation_out")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=RECIPE["steps"])
+    ap.add_argument("--n", type=int, default=400, help="validation samples per score")
+    args = ap.parse_args()
+    out, seeds = Path(args.out), list(range(args.seeds))
+    if args.phase in ("train", "all"):
+        train_all(out, args.variants, seeds, args.steps)
+    if args.phase in ("eval", "all"):
+        eval_all(out, args.variants, seeds, args.n)
+    if args.phase in ("table", "all"):
+        print(table(out, args.variants, seeds))
+
+
+if __name__ == "__main__":
+    main()

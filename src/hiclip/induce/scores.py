@@ -45,9 +45,9 @@ def read_trees(path: str | Path) -> list[nltk.Tree]:
     return trees
 
 
-def nltk_spans(tree: nltk.Tree) -> set[Span]:
-    """Word spans of every constituent of an nltk tree (labels ignored; preterminals give single words)."""
-    out: set[Span] = set()
+def constituents(tree: nltk.Tree) -> list[tuple[nltk.Tree, Span]]:
+    """Every subtree of an nltk tree with its word span, in post-order (preterminals included)."""
+    out: list[tuple[nltk.Tree, Span]] = []
 
     def walk(node: nltk.Tree | str, start: int) -> int:
         if isinstance(node, str):
@@ -55,11 +55,16 @@ def nltk_spans(tree: nltk.Tree) -> set[Span]:
         end = start
         for child in node:
             end = walk(child, end)
-        out.add((start, end))
+        out.append((node, (start, end)))
         return end
 
     walk(tree, 0)
     return out
+
+
+def nltk_spans(tree: nltk.Tree) -> set[Span]:
+    """Word spans of every constituent of an nltk tree (labels ignored; preterminals give single words)."""
+    return {span for _, span in constituents(tree)}
 
 
 def nontrivial(spans: set[Span], n_words: int) -> set[Span]:

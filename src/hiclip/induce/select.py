@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 from .groups import group_labels
-from .scores import bracket_f1
+from .scores import bracket_f1, constituents
 from .trees import Readout, Tree
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -76,24 +76,15 @@ def ari_at(h: np.ndarray, v: np.ndarray, gold: Sequence[np.ndarray], layer: int,
 
 
 def _labelled_spans(tree: nltk.Tree) -> list[tuple[str, tuple[int, int]]]:
-    """(label, word span) of every constituent, plus ``NP-DT`` for a noun phrase that starts
-    with a determiner (its span without the determiner, when two or more words remain)."""
+    """(label, word span) of every constituent, plus ``NP-DT`` for a noun phrase whose first
+    child is a determiner (its span without the determiner, when two or more words remain)."""
     out = []
-
-    def walk(node: nltk.Tree | str, start: int) -> int:
-        if isinstance(node, str):
-            return start + 1
-        end = start
-        for child in node:
-            end = walk(child, end)
+    for node, (start, end) in constituents(tree):
         label = node.label().split("-")[0]
         out.append((label, (start, end)))
         first = node[0]
         if label == "NP" and isinstance(first, nltk.Tree) and first.label() == "DT" and end - start > 2:
             out.append(("NP-DT", (start + 1, end)))
-        return end
-
-    walk(tree, 0)
     return out
 
 

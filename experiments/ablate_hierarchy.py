@@ -41,6 +41,7 @@ VARIANTS: dict[str, tuple[str, list]] = {
     # name: (base model, changes to its config dict)
     "hiclip": (BASE, []),
     "specials_out": (BASE, [_set("text_cfg.specials_in_chain", False)]),
+    "specials_out_text_avg": (BASE, [_set("text_cfg.specials_in_chain", False), _set("text_cfg.pool", "avg")]),
     "pool_tok": (BASE, [_set("vision_cfg.pool", "tok")]),
     "pool_tok_avg": (BASE, [_set("vision_cfg.pool", "tok_avg")]),
     "bidirectional": (BASE, [_set("text_cfg.causal", False)]),
@@ -68,6 +69,29 @@ def run_dir(out: Path, name: str, seed: int) -> Path:
     return out / "runs" / f"{name}-s{seed}"
 
 
+def _claim(rd: Path) -> bool:
+    """Take a run for this process (several processes may share the work): a claim file created
+    exclusively; a claim left by a process that died is taken over (its run resumes from the
+    latest checkpoint)."""
+    import os
+
+    rd.mkdir(parents=True, exist_ok=True)
+    claim = rd / "claim"
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pid = int(claim.read_text() or 0)
+        try:
+            os.kill(pid, 0)
+            return False  # another live process trains it
+        except (ProcessLookupError, ValueError):
+            claim.write_text(str(os.getpid()))
+            return True
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
 def train_all(out: Path, names: list[str], seeds: list[int], steps: int) -> None:
     from hiclip.train.config import TrainConfig
     from hiclip.train.loop import train
@@ -78,7 +102,7 @@ def train_all(out: Path, names: list[str], seeds: list[int], steps: int) -> None
             cfg_path = out / "configs" / f"{name}.json"
             cfg_path.write_text(json.dumps(variant_config(name), indent=1))
             rd = run_dir(out, name, seed)
-            if (rd / "summary.json").is_file():
+            if (rd / "summary.json").is_file() or not _claim(rd):
                 continue
             t0 = time.time()
             summary = train(TrainConfig(
@@ -115,9 +139,10 @@ def eval_all(out: Path, names: list[str], seeds: list[int], n: int) -> None:
             for r in records:
                 m = r["metrics"]
                 if r["task"] == "zeroshot_retrieval":
-                    scores["i2t_r1"], scores["t2i_r1"] = m["image_retrieval_recall@1"], m["text_retrieval_recall@1"]
+                    # CLIP_benchmark's names: "text retrieval" finds captions for an image (image→text)
+                    scores["i2t_r1"], scores["t2i_r1"] = m["text_retrieval_recall@1"], m["image_retrieval_recall@1"]
                 else:
-                    scores["compositional"] = m["acc_all"]
+                    scores["compositional"] = m["acc"]
             if model.has_hierarchy:
                 scores |= validation_report(model, transform, tokenizer, n=n)
             path.write_text(json.dumps(scores, indent=1))

@@ -160,3 +160,23 @@ def test_pool_rules_against_token_states():
         torch.testing.assert_close(pooled[pool], want[pool] @ model.visual.proj)
     with pytest.raises(ValueError, match="pool must be one of"):
         dataclasses.replace(cfg.vision_cfg, pool="max")
+
+
+def test_text_avg_pool_is_the_mean_over_start_to_end():
+    cfg = load_config("HiCLIP-Tiny")
+    cfg.text_cfg.pool, cfg.text_cfg.specials_in_chain = "avg", False
+    torch.manual_seed(0)
+    model = hiclip.create_model("HiCLIP-Tiny", config=cfg).eval().double()
+    tokens = hiclip.get_tokenizer("HiCLIP-Tiny")(CAPTIONS)
+    with torch.no_grad():
+        got = model.encode_text(tokens)
+        x = model.token_embedding(tokens) + model.positional_embedding[: tokens.shape[1]]
+        from hiclip.attention import ChainStructure
+        from hiclip.towers import content_mask
+        x, _ = model.transformer(x, model.attn_mask, ChainStructure(content_mask(tokens)))
+        x = model.ln_final(x)
+    for b, eot in enumerate(tokens.argmax(-1).tolist()):  # explicit mean over positions 0..eot
+        want = sum(x[b, i] for i in range(eot + 1)) / (eot + 1)
+        torch.testing.assert_close(got[b], want @ model.text_projection)
+    with pytest.raises(ValueError, match="text_cfg.pool must be one of"):
+        dataclasses.replace(cfg.text_cfg, pool="max")

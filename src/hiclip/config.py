@@ -63,10 +63,15 @@ class VisionCfg:
         return self.image_size // self.patch_size, self.image_size // self.patch_size
 
 
+TEXT_POOLS = ("eot", "avg")
+
+
 @dataclass
 class TextCfg:
     """Text transformer. ``specials_in_chain``: the start and end tokens are links of the
-    chain (``SOT – words – EOT``, docs/design.md §1.6); False keeps them outside with C = 1."""
+    chain (``SOT – words – EOT``, docs/design.md §1.6); False keeps them outside with C = 1.
+    ``pool``: ``eot`` the end-of-text token (CLIP), ``avg`` the mean of the start, word and
+    end tokens (padding excluded); both after ``ln_final``."""
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -76,7 +81,12 @@ class TextCfg:
     mlp_ratio: float = 4.0
     causal: bool = True
     specials_in_chain: bool = True
+    pool: str = "eot"
     hierarchy: HierarchyCfg = field(default_factory=HierarchyCfg)
+
+    def __post_init__(self) -> None:
+        if self.pool not in TEXT_POOLS:
+            raise ValueError(f"text_cfg.pool must be one of {TEXT_POOLS}, got {self.pool!r}")
 
 
 @dataclass

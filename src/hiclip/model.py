@@ -57,7 +57,7 @@ class HiCLIP(nn.Module):
         inside = chain_mask(tokens) if self.cfg.text_cfg.specials_in_chain else content
         x, history = self.transformer(x, self._text_mask(tokens), ChainStructure(inside))
         x = self.ln_final(x)
-        pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
+        pooled = self._pool_text(x, tokens) @ self.text_projection
         features = F.normalize(pooled, dim=-1) if normalize else pooled
         if return_hierarchy:
             return features, text_hierarchy(history, content, self.transformer.hierarchy_layers)
@@ -72,6 +72,13 @@ class HiCLIP(nn.Module):
         if tokens is not None:
             out["text_features"] = self.encode_text(tokens, normalize=True)
         return out
+
+    def _pool_text(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) final states -> (B, D): the end-of-text state, or the mean over start..end (``pool``)."""
+        if self.cfg.text_cfg.pool == "eot":
+            return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        keep = chain_mask(tokens).unsqueeze(-1).to(x.dtype)
+        return (x * keep).sum(1) / keep.sum(1)
 
     def _text_mask(self, tokens: torch.Tensor) -> torch.Tensor:
         """Causal (N, N) mask, or for bidirectional text a (B, 1, N, N) key-padding mask."""

@@ -16,9 +16,9 @@ Every phase skips what is already done, so an interrupted run continues.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ VARIANTS: dict[str, tuple[str, list]] = {
 }
 
 RECIPE = dict(steps=200, batch_size=64, lr=1e-3, warmup_steps=40)
+"""The demo's plan (hiclip.demo.DemoConfig): every variant trains exactly like the demo's models."""
 
 
 def variant_config(name: str) -> dict:
@@ -65,7 +66,14 @@ def variant_config(name: str) -> dict:
     return cfg
 
 
+DEMO_RUNS = {"hiclip": "HiCLIP-Tiny", "clip": "CLIP-Tiny"}
+"""Variants that are the demo's own models: their runs are the demo's (same recipe, same seeds)."""
+DEMO_OUT = Path("demo_out")
+
+
 def run_dir(out: Path, name: str, seed: int) -> Path:
+    if name in DEMO_RUNS:
+        return DEMO_OUT / "runs" / f"{DEMO_RUNS[name]}-s{seed}"
     return out / "runs" / f"{name}-s{seed}"
 
 
@@ -93,24 +101,25 @@ def _claim(rd: Path) -> bool:
 
 
 def train_all(out: Path, names: list[str], seeds: list[int], steps: int) -> None:
-    from hiclip.train.config import TrainConfig
+    from hiclip.demo import DemoConfig
+    from hiclip.demo.pipeline import train_config
     from hiclip.train.loop import train
 
     (out / "configs").mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         for name in names:
+            if name in DEMO_RUNS:
+                if not (run_dir(out, name, seed) / "summary.json").is_file():
+                    print(f"{name}: run `hiclip demo --out {DEMO_OUT}` for its runs", flush=True)
+                continue
             cfg_path = out / "configs" / f"{name}.json"
             cfg_path.write_text(json.dumps(variant_config(name), indent=1))
             rd = run_dir(out, name, seed)
             if (rd / "summary.json").is_file() or not _claim(rd):
                 continue
             t0 = time.time()
-            summary = train(TrainConfig(
-                output_dir=str(rd), model=str(cfg_path), seed=seed, steps=steps,
-                batch_size=RECIPE["batch_size"], lr=RECIPE["lr"], warmup_steps=RECIPE["warmup_steps"],
-                workers=1, threads=2, resume="latest", save_every=steps // 4 if name == "hiclip" else 0,
-                keep_checkpoints=4, val_every=steps, val_samples=256, device="cpu", progress=False,
-                tensorboard=False))
+            demo = DemoConfig(steps=steps, progress=False)
+            summary = train(replace(train_config(demo, str(cfg_path), seed, steps), output_dir=str(rd)))
             summary["wall_s"] = time.time() - t0
             (rd / "summary.json").write_text(json.dumps(summary, indent=1))
             print(f"{name} seed {seed}: {summary['steps']} steps in {summary['wall_s']:.0f}s", flush=True)
@@ -177,12 +186,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("phase", choices=["train", "eval", "table", "all"])
     ap.add_argument("--out", default="ablation_out")
+    ap.add_argument("--demo-out", default=str(DEMO_OUT), help="the demo's output folder (runs of hiclip / clip)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=RECIPE["steps"])
     ap.add_argument("--n", type=int, default=400, help="validation samples per score")
     args = ap.parse_args()
     out, seeds = Path(args.out), list(range(args.seeds))
+    global DEMO_OUT
+    DEMO_OUT = Path(args.demo_out)
     if args.phase in ("train", "all"):
         train_all(out, args.variants, seeds, args.steps)
     if args.phase in ("eval", "all"):

@@ -29,7 +29,7 @@ class DemoConfig:
     seed: int = 0
     device: str = "cpu"
     models: tuple[str, ...] = ("HiCLIP-Tiny", "CLIP-Tiny")
-    steps: int = 250
+    steps: int = 200
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 40
@@ -56,7 +56,8 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def _train_config(cfg: DemoConfig, model: str, seed: int, steps: int):
+def train_config(cfg: DemoConfig, model: str, seed: int, steps: int):
+    """The demo's training recipe for one run (the ablations in experiments/ use it too)."""
     from ..train.config import TrainConfig
     return TrainConfig(output_dir=str(Path(cfg.out) / "runs" / _run_name(model, seed)), model=model, seed=seed,
                        steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
@@ -133,7 +134,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         n += 1
         _stage(n, total, f"train {model}, seed {seed}, {steps} steps of {cfg.batch_size}")
         if not done.is_file():
-            summary = train(_train_config(cfg, model, seed, steps))
+            summary = train(train_config(cfg, model, seed, steps))
             if summary["steps"] < steps:
                 raise RuntimeError(f"training {name} stopped at step {summary['steps']} ({summary['stopped']}); "
                                    "rerun the demo to continue")

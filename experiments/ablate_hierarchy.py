@@ -183,17 +183,17 @@ def table(out: Path, names: list[str], seeds: list[int]) -> str:
 
 
 def main() -> None:
+    global DEMO_OUT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("phase", choices=["train", "eval", "table", "all"])
     ap.add_argument("--out", default="ablation_out")
-    ap.add_argument("--demo-out", default=str(DEMO_OUT), help="the demo's output folder (runs of hiclip / clip)")
+    ap.add_argument("--demo-out", default="demo_out", help="the demo's output folder (runs of hiclip / clip)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=RECIPE["steps"])
     ap.add_argument("--n", type=int, default=400, help="validation samples per score")
     args = ap.parse_args()
     out, seeds = Path(args.out), list(range(args.seeds))
-    global DEMO_OUT
     DEMO_OUT = Path(args.demo_out)
     if args.phase in ("train", "all"):
         train_all(out, args.variants, seeds, args.steps)

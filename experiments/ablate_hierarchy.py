@@ -135,7 +135,7 @@ def eval_all(out: Path, names: list[str], seeds: list[int], n: int) -> None:
             rd = run_dir(out, name, seed)
             path = rd / "val_scores.json"
             ckpt = rd / "checkpoints" / "latest.pt"
-            if path.is_file() or not ckpt.is_file():
+            if path.is_file() or not (rd / "summary.json").is_file():
                 continue
             cfg_path = out / "configs" / f"{name}.json"
             model, transform, tokenizer = load_for_inference(str(cfg_path), ckpt, "cpu")

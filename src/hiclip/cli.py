@@ -122,6 +122,25 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_cmd_eval)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import export_safetensors, read_info
+    out = export_safetensors(args.checkpoint, args.out)
+    info = read_info(out)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, model {info.get('model', 'unnamed')}, "
+          f"step {info.get('step', '-')}); load it with --model {out} or pretrained={out}")
+    return 0
+
+
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a checkpoint's weights as a .safetensors file",
+                       description="Copy the model weights of a `hiclip train` checkpoint (or any state dict "
+                                   "file) to a .safetensors file, which loads without pickle; the model name "
+                                   "and config go into its metadata.")
+    p.add_argument("checkpoint", help="a checkpoint or state dict file (.pt)")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.set_defaults(func=_cmd_export)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
     command = "hiclip " + " ".join(sys.argv[1:])
@@ -191,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Commands whose modules register their own options: train, eval, demo."""
     _add_eval_parser(sub)
+    _add_export_parser(sub)
     _add_demo_parser(sub)
     from .train.cli_args import add_train_arguments, run_from_args
     t = sub.add_parser("train", help="pretrain a model (embedded world, WebDataset or CSV; DDP with torchrun)")

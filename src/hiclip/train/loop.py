@@ -54,7 +54,7 @@ def _data_api(cfg: TrainConfig, make_loader: Callable | None) -> tuple[Callable[
     def parse(text: str, image_size: int) -> Any:
         spec = data.DataSpec.parse(text, image_size=image_size, csv_img_key=cfg.csv_img_key,
                                    csv_caption_key=cfg.csv_caption_key, csv_sep=cfg.csv_sep,
-                                   world_size_samples=cfg.world_samples)
+                                   world_size_samples=cfg.world_samples, max_pixels=cfg.max_pixels)
         data.validate(spec)
         return spec
     return parse, data.make_loader

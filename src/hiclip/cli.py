@@ -166,6 +166,38 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_cmd_eval)
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare
+    summary = prepare(args.csv, args.out, img_key=args.csv_img_key, caption_key=args.csv_caption_key,
+                      sep=args.csv_sep, image_root=args.image_root, size=args.size, max_pixels=args.max_pixels,
+                      samples_per_shard=args.samples_per_shard, quality=args.quality, workers=args.workers)
+    skipped = ", ".join(f"{k}: {v}" for k, v in sorted(summary["skipped"].items())) or "none"
+    print(f"wrote {summary['samples']} samples in {len(summary['shards'])} shard(s) to {args.out} "
+          f"(skipped: {skipped})\ntrain on them with: hiclip train --data \"wds:{summary['pattern']}\" ...")
+    return 0
+
+
+def _add_prepare_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="turn a CSV of local images into resized WebDataset shards",
+                       description="Decode every image of a CSV / TSV once (pixel limit, EXIF, transparency as "
+                                   "in training), shrink it to a shorter side of --size, and write JPEG + caption "
+                                   "WebDataset shards with a sizes.json, so that training is not decode-bound.")
+    p.add_argument("csv", nargs="+", help="CSV / TSV files with an image-path and a caption column")
+    p.add_argument("--out", required=True, help="output folder for the shards")
+    p.add_argument("--size", type=int, default=256,
+                   help="shorter side in pixels, never enlarged (default: %(default)s)")
+    p.add_argument("--csv-img-key", default="filepath", help="(default: %(default)s)")
+    p.add_argument("--csv-caption-key", default="title", help="(default: %(default)s)")
+    p.add_argument("--csv-sep", default=None, help="(default: ',' for .csv, tab for .tsv)")
+    p.add_argument("--image-root", help="root for relative image paths (default: each CSV's folder)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="skip (and count) larger images (default: %(default)s, PIL's limit)")
+    p.add_argument("--samples-per-shard", type=int, default=1000, help="(default: %(default)s)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes, 0: in this one (default: %(default)s)")
+    p.set_defaults(func=_cmd_prepare)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import export_safetensors, read_info
     out = export_safetensors(args.checkpoint, args.out)
@@ -257,6 +289,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Commands whose modules register their own options: train, eval, demo."""
     _add_eval_parser(sub)
     _add_export_parser(sub)
+    _add_prepare_parser(sub)
     _add_demo_parser(sub)
     from .train.cli_args import add_train_arguments, run_from_args
     t = sub.add_parser("train", help="pretrain a model (embedded world, WebDataset or CSV; DDP with torchrun)")

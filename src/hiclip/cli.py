@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import factory
+from .data.images import DEFAULT_MAX_PIXELS
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str = "HiCLIP-Tiny") -> None:
@@ -68,15 +69,34 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_images(paths: list[str], policy) -> tuple[list[str], list]:
+    """(paths, RGB images) of the readable ones; each unreadable one is named on stderr and left out."""
+    from .data.images import load_image
+    from .data.skips import Skip
+    kept, images = [], []
+    for path in paths:
+        try:
+            images.append(load_image(path, policy))
+            kept.append(path)
+        except Skip as s:
+            print(f"hiclip groups: skipping {path}: {s.reason}", file=sys.stderr)
+    if not images:
+        raise ValueError(f"cannot read image(s) {', '.join(paths)} (see above)")
+    if len(kept) < len(paths):
+        print(f"{len(paths) - len(kept)} of {len(paths)} image(s) skipped", file=sys.stderr)
+    return kept, images
+
+
 def _cmd_groups(args: argparse.Namespace) -> int:
+    from .data.images import ImagePolicy
     from .induce.draw import draw_groups, groups_gif
-    from .induce.run import image_groups, load_image
+    from .induce.run import image_groups
     model, transform, _ = factory.load_for_inference(args.model, args.pretrained, args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = [load_image(p) for p in args.images]
+    paths, images = _read_images(args.images, ImagePolicy(args.max_pixels, min_side=model.cfg.vision_cfg.image_size))
     labels, _ = image_groups(model, transform, images, args.threshold)
-    for path, image, lab in zip(args.images, images, labels):
+    for path, image, lab in zip(paths, images, labels):
         view = factory.unnormalise(transform(image))  # the crop the model saw
         stem = Path(path).stem
         draw_groups(view, lab, out / f"{stem}-groups.png")
@@ -112,21 +132,31 @@ def _cmd_induce_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.results import compare
-    from .eval.run import run_eval
+    from .eval.results import benchmark_table, compare, markdown_table, read_results
+    from .eval.run import SUITES, run_benchmark, run_eval
     if args.compare:
-        print(compare(args.compare))
+        if any(Path(p).is_dir() for p in args.compare):  # one folder of results per model
+            print(markdown_table(*benchmark_table(read_results(args.compare), SUITES["paper"])))
+        else:
+            print(compare(args.compare))
         return 0
-    run_eval(args.model, args.pretrained, tasks=args.tasks, datasets=args.datasets, batch_size=args.batch_size,
-             device=args.device, output_dir=args.output_dir, num_workers=args.workers,
-             world_size=args.world_size, world_image_size=args.world_image_size, seed=args.seed,
-             classnames_file=args.classnames, templates_file=args.templates, image_root=args.image_root,
-             csv_image_key=args.csv_img_key, csv_caption_key=args.csv_caption_key, csv_sep=args.csv_sep)
+    options = dict(batch_size=args.batch_size, device=args.device, output_dir=args.output_dir,
+                   num_workers=args.workers, world_size=args.world_size, world_image_size=args.world_image_size,
+                   seed=args.seed, classnames_file=args.classnames, templates_file=args.templates,
+                   image_root=args.image_root, csv_image_key=args.csv_img_key, csv_caption_key=args.csv_caption_key,
+                   csv_sep=args.csv_sep, dataset_root=args.dataset_root, max_samples=args.max_samples,
+                   max_pixels=args.max_pixels,
+                   feature_cache=args.feature_cache or str(Path(args.output_dir) / "features"))
+    if args.benchmark:
+        run_benchmark(args.model, args.pretrained, args.benchmark, **options)
+    else:
+        run_eval(args.model, args.pretrained, tasks=args.tasks, datasets=args.datasets, **options)
     return 0
 
 
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     from .eval.run import TASKS
+    from .eval.standard import LAYOUTS
     e = sub.add_parser("eval", help="zero-shot classification, retrieval, linear probe, compositional tests",
                        description="Evaluate a model; one CLIP_benchmark-style JSON per model x dataset x task.")
     e.add_argument("--model", help="model name, or a checkpoint from `hiclip train` (its model is read from it)")
@@ -134,8 +164,20 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK",
                    help=f"tasks (default: all of {', '.join(TASKS)})")
     e.add_argument("--datasets", nargs="+", default=["world"],
-                   help="'world', 'world/<shape|colour|size|count|holdout>', an image folder root/<class>/*, "
-                        "a .csv (image path, caption) or a COCO/Flickr30k Karpathy .json (default: world)")
+                   help="'world', 'world/<shape|colour|size|count|holdout>', a standard dataset by its "
+                        f"CLIP_benchmark name ({', '.join(LAYOUTS)}; files under --dataset-root), an image "
+                        "folder root/<class>/* (with train/ and test/ also for linear_probe), a .csv / .tsv "
+                        "(image path, caption) or a COCO/Flickr30k Karpathy .json (default: world)")
+    e.add_argument("--dataset-root", help="folder holding the standard datasets in their usual layouts "
+                                          "(DIR/NAME or DIR itself; '{dataset}' is replaced by the name); "
+                                          "nothing is downloaded (default for fashion_mnist: /usr/share/datasets)")
+    e.add_argument("--benchmark", choices=["paper"], help="'paper': zero-shot on the HiCLIP paper's 11 datasets "
+                                                          "present under --dataset-root; writes a Table-1-shaped "
+                                                          "benchmark_paper.csv / .md beside the JSONs")
+    e.add_argument("--max-samples", type=int, help="evaluate a seeded random subset of N items per split")
+    e.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="skip (and count) image files larger than this (default: %(default)s, PIL's limit)")
+    e.add_argument("--feature-cache", help="linear-probe feature cache folder (default: OUTPUT_DIR/features)")
     e.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     e.add_argument("--device", default="cpu", help="(default: %(default)s)")
     e.add_argument("--workers", type=int, default=0, help="data loader workers (default: %(default)s)")
@@ -148,9 +190,62 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--image-root", help="root for relative image paths in a .csv / Karpathy .json")
     e.add_argument("--csv-img-key", default="filepath", help="(default: %(default)s)")
     e.add_argument("--csv-caption-key", default="title", help="(default: %(default)s)")
-    e.add_argument("--csv-sep", default=",", help="(default: %(default)r)")
-    e.add_argument("--compare", nargs="+", metavar="RESULT_JSON", help="print result files side by side and exit")
+    e.add_argument("--csv-sep", default=None, help="(default: ',' for .csv, tab for .tsv)")
+    e.add_argument("--compare", nargs="+", metavar="RESULTS",
+                   help="result JSON files: metrics side by side; result folders (one per model): "
+                        "the Table-1 shape of their zero-shot top-1 accuracies. Prints and exits")
     e.set_defaults(func=_cmd_eval)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare
+    summary = prepare(args.csv, args.out, img_key=args.csv_img_key, caption_key=args.csv_caption_key,
+                      sep=args.csv_sep, image_root=args.image_root, size=args.size, max_pixels=args.max_pixels,
+                      samples_per_shard=args.samples_per_shard, quality=args.quality, workers=args.workers)
+    skipped = ", ".join(f"{k}: {v}" for k, v in sorted(summary["skipped"].items())) or "none"
+    print(f"wrote {summary['samples']} samples in {len(summary['shards'])} shard(s) to {args.out} "
+          f"(skipped: {skipped})\ntrain on them with: hiclip train --data \"wds:{summary['pattern']}\" ...")
+    return 0
+
+
+def _add_prepare_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="turn a CSV of local images into resized WebDataset shards",
+                       description="Decode every image of a CSV / TSV once (pixel limit, EXIF, transparency as "
+                                   "in training), shrink it to a shorter side of --size, and write JPEG + caption "
+                                   "WebDataset shards with a sizes.json, so that training is not decode-bound.")
+    p.add_argument("csv", nargs="+", help="CSV / TSV files with an image-path and a caption column")
+    p.add_argument("--out", required=True, help="output folder for the shards")
+    p.add_argument("--size", type=int, default=256,
+                   help="shorter side in pixels, never enlarged (default: %(default)s)")
+    p.add_argument("--csv-img-key", default="filepath", help="(default: %(default)s)")
+    p.add_argument("--csv-caption-key", default="title", help="(default: %(default)s)")
+    p.add_argument("--csv-sep", default=None, help="(default: ',' for .csv, tab for .tsv)")
+    p.add_argument("--image-root", help="root for relative image paths (default: each CSV's folder)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="skip (and count) larger images (default: %(default)s, PIL's limit)")
+    p.add_argument("--samples-per-shard", type=int, default=1000, help="(default: %(default)s)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes, 0: in this one (default: %(default)s)")
+    p.set_defaults(func=_cmd_prepare)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import export_safetensors, read_info
+    out = export_safetensors(args.checkpoint, args.out)
+    info = read_info(out)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, model {info.get('model', 'unnamed')}, "
+          f"step {info.get('step', '-')}); load it with --model {out} or pretrained={out}")
+    return 0
+
+
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a checkpoint's weights as a .safetensors file",
+                       description="Copy the model weights of a `hiclip train` checkpoint (or any state dict "
+                                   "file) to a .safetensors file, which loads without pickle; the model name "
+                                   "and config go into its metadata.")
+    p.add_argument("checkpoint", help="a checkpoint or state dict file (.pt)")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.set_defaults(func=_cmd_export)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -204,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("groups", help="write per-layer region overlays (PNG + GIF) of images")
     g.add_argument("images", nargs="+", help="image files")
     g.add_argument("--out", default="groups_out", help="output directory (default: %(default)s)")
+    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="skip images larger than this many pixels (default: %(default)s, PIL's limit)")
     _add_model_args(g)
     g.set_defaults(func=_cmd_groups)
 
@@ -228,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Commands whose modules register their own options: train, eval, demo."""
     _add_eval_parser(sub)
+    _add_export_parser(sub)
+    _add_prepare_parser(sub)
     _add_demo_parser(sub)
     from .train.cli_args import add_train_arguments, run_from_args
     t = sub.add_parser("train", help="pretrain a model (embedded world, WebDataset or CSV; DDP with torchrun)")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transform import image_transform
 from PIL import Image
 
+from . import checkpoint
 from .config import ModelCfg, list_configs, load_config
 from .model import HiCLIP
 
@@ -19,7 +20,6 @@ log = logging.getLogger(__name__)
 
 HIERARCHY_KEYS = (".attn.link_q.", ".attn.link_k.")
 """Substrings of parameter names that belong to hierarchy-aware attention."""
-_DROP_KEYS = {"input_resolution", "context_length", "vocab_size"}  # OpenAI JIT extras
 
 
 def list_models() -> list[str]:
@@ -31,8 +31,9 @@ def create_model(name: str, pretrained: str | Path | None = None, device: str | 
                  config: ModelCfg | None = None) -> HiCLIP:
     """Build model ``name`` (or from ``config``) and optionally load a local weights file.
 
-    ``pretrained``: a ``torch.save``'d open_clip / OpenAI CLIP state dict, or a
-    checkpoint written by ``hiclip train`` (a dict with ``state_dict``). For a HiCLIP
+    ``pretrained``: a ``torch.save``'d open_clip / OpenAI CLIP state dict, a checkpoint
+    written by ``hiclip train``, or a ``.safetensors`` file; every file is read with
+    ``weights_only=True`` (a file that could run code is refused, see :mod:`hiclip.checkpoint`). For a HiCLIP
     model loaded from CLIP weights the hierarchy parameters keep their fresh
     initialisation (listed in a log line); any other missing or unexpected key is an error.
     """
@@ -72,50 +73,13 @@ def get_tokenizer(name: str | None = None, context_length: int | None = None) ->
     return SimpleTokenizer(context_length=context_length)
 
 
-def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load ``path`` -> (state dict with ``module.`` prefixes removed, other checkpoint fields)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many kinds for a non-checkpoint file
-        raise ValueError(f"{path} is not a torch checkpoint or state dict ({type(e).__name__}: {e})") from None
-    if isinstance(obj, torch.jit.ScriptModule):
-        obj = obj.state_dict()
-    info: dict[str, Any] = {}
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        info = {k: v for k, v in obj.items() if k != "state_dict"}
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state dict (a dict of parameter name -> tensor), "
-                         f"got {type(obj).__name__}")
-    sd = {k.removeprefix("module."): v for k, v in obj.items() if k not in _DROP_KEYS}
-    return sd, info
-
-
-def load_checkpoint_info(path: str | Path) -> dict[str, Any]:
-    """Non-weight fields of a checkpoint (``model``, ``model_config``, ``step`` ...); {} for a bare state dict.
-
-    Memory-maps the file where torch allows it, so asking a large checkpoint for its
-    model name does not read its weights and optimizer state.
-    """
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # not a zip checkpoint (or unreadable): the full reader gives the clear error
-        return read_state_dict(path)[1]
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        return {k: v for k, v in obj.items() if k != "state_dict"}
-    return {}
-
-
 def load_weights(model: HiCLIP, path: str | Path, expected_name: str | None = None) -> list[str]:
     """Load a state dict file into ``model``; returns the newly initialised hierarchy keys.
 
     ``expected_name``: when the file is a ``hiclip train`` checkpoint naming its model,
     a different name is an error.
     """
-    sd, info = read_state_dict(path)
+    sd, info = checkpoint.read_weights(path)
     trained_as = info.get("model")
     if expected_name and isinstance(trained_as, str) and trained_as != expected_name:
         raise ValueError(f"{path} is a checkpoint of model {trained_as!r}, not {expected_name!r}; "
@@ -155,8 +119,8 @@ def resolve_model(model: str, pretrained: str | Path | None = None) -> tuple[str
     -> ``(model name or config path, weights file or None)``.
     """
     path = Path(model)
-    if path.suffix in (".pt", ".pth", ".bin") or (path.is_file() and path.suffix != ".json"):
-        name = load_checkpoint_info(path).get("model")
+    if path.suffix in (".pt", ".pth", ".bin", ".safetensors") or (path.is_file() and path.suffix != ".json"):
+        name = checkpoint.read_info(path).get("model")
         if not isinstance(name, str):
             raise ValueError(f"{path} does not name its model (a bare state dict): "
                              "pass --model NAME --pretrained FILE instead")

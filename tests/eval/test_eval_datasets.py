@@ -95,7 +95,7 @@ def test_csv_groups_captions_and_retrieval(tmp_path, colour_model, to_tensor, co
     # the bad image (and its caption) is dropped; the rest match perfectly
     assert m["skipped"] == 1
     assert m["image_retrieval_recall@1"] == 1.0 and m["text_retrieval_recall@1"] == 1.0
-    with pytest.raises(ValueError, match=r"missing column\(s\) \['caption'\]"):
+    with pytest.raises(ValueError, match=r"has no column \['caption'\]"):
         csv_captions(tmp_path / "caps.csv", to_tensor, caption_key="caption")
 
 

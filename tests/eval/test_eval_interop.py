@@ -1,12 +1,13 @@
 """Agreement with CLIP_benchmark's metrics and open_clip's zero-shot classifier."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from open_clip.zero_shot_classifier import build_zero_shot_classifier as open_clip_classifier
 from torch.utils.data import DataLoader
 
-from hiclip.eval import retrieval, zeroshot
+from hiclip.eval import interop, retrieval, zeroshot
 from hiclip.eval.datasets import CaptionDataset, SkipBadImages, collate_skip_none, image_folder
 
 CLASSNAMES = [f"thing number {i}" for i in range(6)]
@@ -22,17 +23,23 @@ def test_classifier_matches_open_clip(tiny_clip):
         torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)  # unit vectors, float32: batching changes summation order
 
 
-def _topk_accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[float]:
-    """clip_benchmark 1.6.2's ``accuracy``, with ``.item()`` in place of ``float(ndarray)``,
-    which numpy >= 2.4 refuses for a 1-element, 1-d array."""
-    pred = output.topk(max(topk), 1, True, True)[1].t()
-    correct = pred.eq(target.view(1, -1).expand_as(pred))
-    return [correct[:k].reshape(-1).float().sum().item() / len(target) for k in topk]
+def test_clip_benchmark_patch_fixes_the_numpy_crash(monkeypatch):
+    cb = pytest.importorskip("clip_benchmark.metrics.zeroshot_classification")
+    lp = pytest.importorskip("clip_benchmark.metrics.linear_probe")
+    for module in (cb, lp):
+        monkeypatch.setattr(module, "accuracy", module.accuracy)  # undone after the test
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3], [0.2, 0.3, 0.5], [0.6, 0.5, 0.4]])
+    target = torch.tensor([1, 2, 2, 1])
+    patched = interop.patch_clip_benchmark()
+    assert patched == (np.lib.NumpyVersion(np.__version__) >= "2.4.0")
+    assert not interop.clip_benchmark_needs_patch()
+    # hand-computed: top-1 hits rows 0 and 2; top-2 also row 1 (0.3 second) and row 3 (0.5 second)
+    assert cb.accuracy(logits, target, topk=(1, 2)) == [0.5, 1.0] and lp.accuracy is cb.accuracy
 
 
 def test_zeroshot_matches_clip_benchmark(tiny_clip, random_folder, monkeypatch):
     cb = pytest.importorskip("clip_benchmark.metrics.zeroshot_classification")
-    monkeypatch.setattr(cb, "accuracy", _topk_accuracy)
+    monkeypatch.setattr(cb, "accuracy", interop.topk_accuracy)
     model, transform, tokenizer = tiny_clip
     dataset = image_folder(random_folder / "test", transform)
     loader = DataLoader(SkipBadImages(dataset), batch_size=5, collate_fn=collate_skip_none)

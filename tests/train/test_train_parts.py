@@ -130,3 +130,4 @@ def test_recall_at_1_matches_loop():
     i2t = sum(max(range(7), key=lambda j: sims[i][j]) == i for i in range(7)) / 7
     t2i = sum(max(range(7), key=lambda j: sims[j][i]) == i for i in range(7)) / 7
     assert recall_at_1(img, txt) == pytest.approx((i2t, t2i))
+    assert recall_at_1(torch.ones(3, 2), torch.ones(3, 2)) == (0.0, 0.0)  # ties count against the model

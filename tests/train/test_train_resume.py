@@ -13,7 +13,7 @@ import torch
 
 import train_fakes as fakes
 from hiclip.train import TrainConfig, TrainingDiverged, train
-from hiclip.train import checkpoint as ckpt
+from hiclip import checkpoint as ckpt
 from hiclip.train.metrics import read_csv
 
 HERE = Path(__file__).parent
@@ -58,8 +58,8 @@ def test_straight_run_outputs(straight, model_json):
     assert [int(r["step"]) for r in val] == [0, 3, 6, 8]
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     # the last validation row is the contrastive loss of the final weights over all val pairs
-    state = ckpt.load_checkpoint(out / "checkpoints" / "latest.pt")
-    assert state["step"] == 8 and state["model"] == model_json
+    state = ckpt.Checkpoint.load(out / "checkpoints" / "latest.pt")
+    assert state.step == 8 and state.model == model_json and state.format_version == ckpt.FORMAT_VERSION
     from hiclip import create_model
     model = create_model(model_json, pretrained=out / "checkpoints" / "latest.pt").eval()
     images, tokens = zip(*fakes.FakeLoader("fake:2", 4, 0, 1, 0, 0, 0, "val"))
@@ -74,16 +74,16 @@ def test_signal_stop_then_resume_matches_straight_run(straight, model_json, tmp_
     out, _ = straight
     first = run(config(tmp_path, model_json, data="fake:5:sigint@3", val_every=3))  # SIGINT during step 4
     assert first["stopped"] == "signal" and first["steps"] == 4
-    state = ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
-    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (4, 0, 4)
+    state = ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt")
+    assert (state.step, state.epoch, state.batch_in_epoch) == (4, 0, 4)
     second = run(config(tmp_path, model_json, val_every=3, resume="latest"))
     assert second["start_step"] == 4 and second["steps"] == 8
     assert losses(tmp_path) == pytest.approx(losses(out), abs=1e-5)
     assert [r["val_loss"] for r in read_csv(tmp_path / "val.csv")] == pytest.approx(
         [r["val_loss"] for r in read_csv(out / "val.csv")], abs=1e-5)
     assert second["skipped"] == {"fake reason": 8}
-    a = ckpt.load_checkpoint(out / "checkpoints" / "latest.pt")["state_dict"]
-    b = ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["state_dict"]
+    a = ckpt.Checkpoint.load(out / "checkpoints" / "latest.pt").state_dict
+    b = ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt").state_dict
     for name in a:  # float32 training: tolerance scaled by the tensor's norm, not per element
         err, size = (b[name] - a[name]).norm().item(), a[name].norm().item()
         assert err <= 1e-5 * size + 1e-7, f"{name}: |resumed - straight| = {err:.3g}, |straight| = {size:.3g}"
@@ -92,7 +92,7 @@ def test_signal_stop_then_resume_matches_straight_run(straight, model_json, tmp_
 def test_time_budget_stops_with_checkpoint(model_json, tmp_path):
     summary = run(config(tmp_path, model_json, max_minutes=0.0))
     assert summary["stopped"] == "time budget" and summary["steps"] == 1
-    assert ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 1
+    assert ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt").step == 1
 
 
 def test_sigkill_resumes_from_last_checkpoint(straight, model_json, tmp_path):
@@ -112,11 +112,11 @@ def test_sigkill_resumes_from_last_checkpoint(straight, model_json, tmp_path):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    saved = ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")  # never corrupt
-    assert saved["step"] in (3, 4)
-    assert len(ckpt.step_checkpoints(tmp_path / "checkpoints")) <= 2
+    saved = ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt")  # never corrupt
+    assert saved.step in (3, 4)
+    assert len(ckpt.RunPaths(tmp_path).step_checkpoints()) <= 2
     summary = run(config(tmp_path, model_json, resume="latest"))
-    assert summary["start_step"] == saved["step"] and summary["steps"] == 8
+    assert summary["start_step"] == saved.step and summary["steps"] == 8
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
     assert losses(tmp_path) == pytest.approx(losses(straight[0]), abs=1e-5)
 
@@ -124,10 +124,10 @@ def test_sigkill_resumes_from_last_checkpoint(straight, model_json, tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(model_json, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4 .*last good checkpoint is .*latest\.pt"):
         run(config(tmp_path, model_json, data="fake:5:nan@3", save_every=2))
-    state = ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
-    assert state["step"] == 2
-    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
-    assert [s for s, _ in ckpt.step_checkpoints(tmp_path / "checkpoints")] == [2]
+    state = ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt")
+    assert state.step == 2
+    assert all(torch.isfinite(v).all() for v in state.state_dict.values())
+    assert [s for s, _ in ckpt.RunPaths(tmp_path).step_checkpoints()] == [2]
     assert len(losses(tmp_path)) == 3
 
 
@@ -147,19 +147,23 @@ def test_resume_guards(model_json, tmp_path):
 
 
 def test_atomic_save_failure_keeps_previous_latest(tmp_path, monkeypatch):
-    d = tmp_path / "checkpoints"
+    run_dir = ckpt.RunPaths(tmp_path)
+    d = run_dir.checkpoints
+
+    def state(step: int) -> ckpt.Checkpoint:
+        return ckpt.Checkpoint("m", {}, {"payload": torch.full((3,), float(step))}, step=step)
     for step in range(1, 5):
-        ckpt.save_checkpoint({"step": step, "payload": torch.full((3,), float(step))}, d, keep=2)
-    assert [s for s, _ in ckpt.step_checkpoints(d)] == [3, 4]
+        run_dir.save(state(step), keep=2)
+    assert [s for s, _ in run_dir.step_checkpoints()] == [3, 4]
 
     def crash(obj, f):
         f.write(b"partial bytes")
         raise OSError("disk full")
     monkeypatch.setattr(ckpt.torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        ckpt.save_checkpoint({"step": 5}, d, keep=2)
+        run_dir.save(state(5), keep=2)
     monkeypatch.undo()
-    assert torch.load(d / "latest.pt", weights_only=False)["step"] == 4
+    assert ckpt.Checkpoint.load(d / "latest.pt").step == 4
     assert sorted(p.name for p in d.iterdir()) == ["latest.pt", "step_3.pt", "step_4.pt"]
     (d / ".tmp-left-by-a-kill.pt").write_bytes(b"x")
-    assert ckpt.remove_partial_files(d) == 1
+    assert run_dir.remove_partial_files() == 1

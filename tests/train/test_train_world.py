@@ -9,7 +9,7 @@ import train_fakes as fakes
 from hiclip.data import ShapesWorld
 from hiclip.data.export import write_csv
 from hiclip.train import TrainConfig, train
-from hiclip.train import checkpoint as ckpt
+from hiclip import checkpoint as ckpt
 from hiclip.train.cli_args import add_train_arguments, run_from_args
 from hiclip.train.metrics import read_csv
 
@@ -39,7 +39,7 @@ def test_world_training_resumes_exactly(world_model, tmp_path):
     a = [r["loss"] for r in read_csv(tmp_path / "a" / "metrics.csv")]
     b = [r["loss"] for r in read_csv(tmp_path / "b" / "metrics.csv")]
     assert len(a) == 3 and b == pytest.approx(a, abs=1e-5)
-    assert ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["batch_in_epoch"] == 3
+    assert ckpt.Checkpoint.load(tmp_path / "b" / "checkpoints" / "latest.pt").batch_in_epoch == 3
 
 
 def test_epochs_of_a_small_world_and_a_csv_export(world_model, tmp_path):
@@ -71,4 +71,4 @@ def test_command_line_trains_and_prints_summary(world_model, tmp_path, capsys):
     assert run_from_args(args) == 0
     out = capsys.readouterr().out
     assert "training completed: step 1/1" in out and "skipped samples: none" in out
-    assert ckpt.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 1
+    assert ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt").step == 1

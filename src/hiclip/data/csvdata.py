@@ -12,20 +12,23 @@ import csv
 import functools
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from PIL import Image
 
-from hiclip.data.skips import Skip, check_caption, load_image
+from hiclip.data.images import ImagePolicy, load_image
+from hiclip.data.skips import Skip, check_caption
 
 
 @dataclass(frozen=True)
 class CsvTable:
-    """Rows of one or more CSV files: ``paths[i]`` (resolved image path), ``captions[i]``."""
+    """Rows of one or more CSV files: ``paths[i]`` (resolved image path), ``captions[i]``; images are
+    decoded under ``policy``."""
     paths: list[str]
     captions: list[str]
+    policy: ImagePolicy = field(default_factory=ImagePolicy)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -33,7 +36,7 @@ class CsvTable:
     def load(self, index: int) -> tuple[Image.Image, str]:
         """(RGB image, stripped caption) of row ``index``; raises Skip for a bad row."""
         caption = check_caption(self.captions[index])
-        return load_image(self.paths[index]), caption
+        return load_image(self.paths[index], self.policy), caption
 
 
 def default_sep(path: str | Path) -> str:
@@ -41,11 +44,11 @@ def default_sep(path: str | Path) -> str:
     return "\t" if Path(path).suffix.lower() == ".tsv" else ","
 
 
-def _read_one(path: Path, img_key: str, caption_key: str, sep: str | None,
+def _read_one(path: Path, img_key: str, caption_key: str, sep: str | None, image_root: str | None,
               paths: list[str], captions: list[str]) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"CSV file not found: {path}")
-    base = str(path.resolve().parent)
+    base = image_root or str(path.resolve().parent)
     with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.reader(f, delimiter=sep or default_sep(path))
         header = next(reader, None)
@@ -66,19 +69,20 @@ def _read_one(path: Path, img_key: str, caption_key: str, sep: str | None,
 
 @functools.lru_cache(maxsize=4)
 def _read_cached(files: tuple[str, ...], stamps: tuple[int, ...], img_key: str,
-                 caption_key: str, sep: str | None) -> CsvTable:
+                 caption_key: str, sep: str | None, image_root: str | None) -> CsvTable:
     paths: list[str] = []
     captions: list[str] = []
     for file in files:
-        _read_one(Path(file), img_key, caption_key, sep, paths, captions)
+        _read_one(Path(file), img_key, caption_key, sep, image_root, paths, captions)
     return CsvTable(paths, captions)
 
 
 def read_csv(files: Sequence[str | Path], img_key: str = "filepath", caption_key: str = "title",
-             sep: str | None = None) -> CsvTable:
+             sep: str | None = None, image_root: str | Path | None = None) -> CsvTable:
     """Concatenate the rows of ``files`` (cached while the files are unchanged).
 
-    ``sep`` None: "," for .csv and "\\t" for .tsv. Raises FileNotFoundError for a missing
+    ``sep`` None: "," for .csv and "\\t" for .tsv. Relative image paths are taken relative
+    to ``image_root`` (default: the folder of each CSV file). Raises FileNotFoundError for a missing
     file and ValueError for an empty file or one without the named columns (the message
     lists the columns it has). Row problems (empty caption, missing image) are not
     checked here; ``CsvTable.load`` raises Skip for them.
@@ -87,7 +91,8 @@ def read_csv(files: Sequence[str | Path], img_key: str = "filepath", caption_key
         raise ValueError("read_csv needs at least one CSV file, got none")
     names = tuple(str(f) for f in files)
     stamps = tuple(os.stat(f).st_mtime_ns if os.path.isfile(f) else -1 for f in names)
-    return _read_cached(names, stamps, img_key, caption_key, sep)
+    root = None if image_root is None else str(Path(image_root).resolve())
+    return _read_cached(names, stamps, img_key, caption_key, sep, root)
 
 
 def check_has_sample(table: CsvTable) -> None:

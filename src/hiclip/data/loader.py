@@ -16,6 +16,7 @@ given. WebDataset: see ``hiclip.data.wds``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import warnings
 from collections import Counter
@@ -28,6 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from hiclip.data import csvdata, wds
+from hiclip.data.images import DEFAULT_MAX_PIXELS, ImagePolicy
 from hiclip.data.skips import Skip, collate, sample_seed, seeded_transform
 from hiclip.data.world import ShapesWorld
 
@@ -42,7 +44,8 @@ class DataSpec:
     kind: "world" (the embedded world, ``paths`` empty), "wds" (shard patterns,
     brace-expanded) or "csv" (one or more CSV/TSV files). ``csv_sep`` None: "," for
     .csv, "\\t" for .tsv. ``world_size_samples``: scenes in the world (one epoch);
-    ``image_size``: the world's rendering size in pixels.
+    ``image_size``: the world's rendering size in pixels, and the shorter side image files are
+    decoded at (at least); ``max_pixels``: larger image files are skipped (``hiclip.data.images``).
     """
     kind: str
     paths: list[str] = field(default_factory=list)
@@ -51,6 +54,11 @@ class DataSpec:
     csv_sep: str | None = None
     world_size_samples: int = 10_000
     image_size: int = 64
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+    @property
+    def image_policy(self) -> ImagePolicy:
+        return ImagePolicy(self.max_pixels, min_side=self.image_size)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -183,7 +191,8 @@ class Loader:
 
 def _wds_batches(patterns: Sequence[str], transform: Callable, tokenizer: Callable, batch_size: int,
                  *, workers: int, rank: int, world_size: int, seed: int, epoch: int,
-                 start_batch: int, shuffle: bool, drop_last: bool) -> tuple[wds.WdsBatches, int]:
+                 start_batch: int, shuffle: bool, drop_last: bool, policy: ImagePolicy
+                 ) -> tuple[wds.WdsBatches, int]:
     """The rank's ``WdsBatches`` for the epoch and the DataLoader worker count to use.
 
     Raises FileNotFoundError for missing local shards and ValueError when a batch does
@@ -204,7 +213,7 @@ def _wds_batches(patterns: Sequence[str], transform: Callable, tokenizer: Callab
                          f"up to {workers} worker(s) each; lower the batch size or the workers")
     dataset = wds.WdsBatches(urls, units[rank], nw, batch_size, transform, tokenizer, seed=seed,
                              epoch=epoch, start_batch=start_batch, num_batches=num_batches,
-                             drop_last=drop_last)
+                             drop_last=drop_last, policy=policy)
     return dataset, (nw if workers > 0 else 0)
 
 
@@ -239,12 +248,14 @@ def make_loader(spec: DataSpec, transform: Callable, tokenizer: Callable, batch_
     if spec.kind == "wds":
         dataset, workers = _wds_batches(
             spec.paths, transform, tokenizer, batch_size, workers=workers, rank=rank, world_size=world_size,
-            seed=seed, epoch=epoch, start_batch=start_batch, shuffle=shuffle, drop_last=drop_last)
+            seed=seed, epoch=epoch, start_batch=start_batch, shuffle=shuffle, drop_last=drop_last,
+            policy=spec.image_policy)
         num_batches = dataset.num_batches
     else:
         source: Source = (WorldSource(ShapesWorld(split, spec.world_size_samples, spec.image_size))
                           if spec.kind == "world" else
-                          csvdata.read_csv(spec.paths, spec.csv_img_key, spec.csv_caption_key, spec.csv_sep))
+                          dataclasses.replace(csvdata.read_csv(spec.paths, spec.csv_img_key, spec.csv_caption_key,
+                                                               spec.csv_sep), policy=spec.image_policy))
         batches = rank_batches(len(source), batch_size, rank, world_size, seed, epoch, shuffle, drop_last)
         dataset = IndexedBatches(source, batches, transform, tokenizer, seed, epoch)
         num_batches = len(batches)

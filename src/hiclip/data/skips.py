@@ -6,7 +6,6 @@ the reason and go on with the next sample.
 
 from __future__ import annotations
 
-import io
 from typing import Callable, Sequence
 
 import numpy as np
@@ -14,13 +13,14 @@ import torch
 from PIL import Image
 
 UNREADABLE_IMAGE = "unreadable image"
+IMAGE_TOO_LARGE = "image too large"
 MISSING_IMAGE = "missing image file"
 EMPTY_CAPTION = "empty caption"
 CAPTION_NOT_UTF8 = "caption not UTF-8"
 NO_CAPTION = "no caption"
 NO_IMAGE = "no image"
 TRUNCATED_TAR = "truncated tar"
-REASONS = (UNREADABLE_IMAGE, MISSING_IMAGE, EMPTY_CAPTION, CAPTION_NOT_UTF8, NO_CAPTION,
+REASONS = (UNREADABLE_IMAGE, IMAGE_TOO_LARGE, MISSING_IMAGE, EMPTY_CAPTION, CAPTION_NOT_UTF8, NO_CAPTION,
            NO_IMAGE, TRUNCATED_TAR)
 
 _MASK64 = (1 << 64) - 1
@@ -32,21 +32,6 @@ class Skip(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-def load_image(source: bytes | str) -> Image.Image:
-    """Decode an encoded image (bytes) or an image file (path) fully, as RGB.
-
-    Raises Skip(MISSING_IMAGE) for a path that does not exist and Skip(UNREADABLE_IMAGE)
-    for anything PIL cannot decode completely (random bytes, a truncated file, ...).
-    """
-    try:
-        with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise Skip(MISSING_IMAGE) from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise Skip(UNREADABLE_IMAGE) from None
 
 
 def check_caption(raw: bytes | str | None) -> str:

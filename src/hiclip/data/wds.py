@@ -46,8 +46,8 @@ from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext
 
-from hiclip.data.skips import (NO_IMAGE, TRUNCATED_TAR, Skip, check_caption, collate, load_image,
-                               sample_seed, seeded_transform)
+from hiclip.data.images import ImagePolicy, load_image
+from hiclip.data.skips import NO_IMAGE, TRUNCATED_TAR, Skip, check_caption, collate, sample_seed, seeded_transform
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -224,10 +224,12 @@ class WdsBatches(IterableDataset):
 
     def __init__(self, urls: Sequence[str], units: list[Unit], workers: int, batch_size: int,
                  transform: Callable, tokenizer: Callable, *, seed: int, epoch: int,
-                 start_batch: int, num_batches: int | None, drop_last: bool):
+                 start_batch: int, num_batches: int | None, drop_last: bool,
+                 policy: ImagePolicy = ImagePolicy()):
         self.urls, self.units, self.nw, self.batch_size = list(urls), units, workers, batch_size
         self.transform, self.tokenizer, self.seed, self.epoch = transform, tokenizer, seed, epoch
         self.start_batch, self.num_batches, self.drop_last = start_batch, num_batches, drop_last
+        self.policy = policy
 
     def __iter__(self):
         info = get_worker_info()
@@ -274,7 +276,7 @@ class WdsBatches(IterableDataset):
             if pass_ > last_good + 1:
                 raise ValueError(f"no decodable image in shards {[self.urls[u.pos] for u in units]}")
             try:
-                image = load_image(data)
+                image = load_image(data, self.policy)
             except Skip as s:
                 pending[s.reason] += pass_ == 0
                 continue

@@ -11,6 +11,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..checkpoint import run_name  # noqa: E402
 from ..induce.trees import Tree  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def plot_curves(out: Path, models: tuple[str, ...], seeds: list[int], path: Path
     """Training loss (smoothed, mean over seeds), validation loss and R@1 of every model."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for colour, model in zip(("tab:red", "tab:blue", "tab:green"), models):
-        runs = [out / "runs" / f"{model}-s{s}" for s in seeds]
+        runs = [out / "runs" / run_name(model, s) for s in seeds]
         train = [_read(r / "metrics.csv") for r in runs]
         n = min(len(t) for t in train)
         if n:

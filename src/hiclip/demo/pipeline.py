@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .. import factory
+from ..checkpoint import RunPaths, run_name
 
 EVAL_TASKS = ("zeroshot_classification", "zeroshot_retrieval", "compositional")
 
@@ -45,10 +46,6 @@ class DemoConfig:
         return [self.seed + i for i in range(self.seeds)]
 
 
-def _run_name(model: str, seed: int) -> str:
-    return f"{model}-s{seed}"
-
-
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -59,7 +56,7 @@ def _write_json(path: Path, obj: Any) -> None:
 def train_config(cfg: DemoConfig, model: str, seed: int, steps: int):
     """The demo's training recipe for one run (the ablations in experiments/ use it too)."""
     from ..train.config import TrainConfig
-    return TrainConfig(output_dir=str(Path(cfg.out) / "runs" / _run_name(model, seed)), model=model, seed=seed,
+    return TrainConfig(output_dir=str(Path(cfg.out) / "runs" / run_name(model, seed)), model=model, seed=seed,
                        steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                        workers=cfg.workers, resume="latest", save_every=max(steps // 4, 1),
                        val_every=max(steps // 8, 1), val_samples=cfg.val_samples, device=cfg.device, progress=cfg.progress,
@@ -129,7 +126,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     runs = [(m, s) for s in cfg.seed_list for m in cfg.models]
     total, n = 3 * len(runs) + 1, 0
     for model, seed in runs:
-        name = _run_name(model, seed)
+        name = run_name(model, seed)
         done = out / "runs" / name / "summary.json"
         n += 1
         _stage(n, total, f"train {model}, seed {seed}, {steps} steps of {cfg.batch_size}")
@@ -140,8 +137,8 @@ def run_demo(cfg: DemoConfig) -> Path:
                                    "rerun the demo to continue")
             _write_json(done, summary)
     for model, seed in runs:
-        name = _run_name(model, seed)
-        ckpt = out / "runs" / name / "checkpoints" / "latest.pt"
+        name = run_name(model, seed)
+        ckpt = RunPaths(out / "runs" / name).latest
         eval_path, induce_path = out / "eval" / name / "records.json", out / "induce" / f"{name}.json"
         loaded = None
         if not (eval_path.is_file() and induce_path.is_file()):  # one load serves both stages

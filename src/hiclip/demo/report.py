@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoint import RunPaths, run_name
+
 # (label, task, dataset, metric key); read from `hiclip eval` records
 EVAL_METRICS = [
     ("zero-shot shape acc", "zeroshot_classification", "world/shape", "acc1"),
@@ -55,7 +57,7 @@ def collect(out: Path, models: tuple[str, ...], seeds: list[int]) -> dict[str, d
     table: dict[str, dict[str, list[float]]] = {}
     for model in models:
         for seed in seeds:
-            name = f"{model}-s{seed}"
+            name = run_name(model, seed)
             records = json.loads((out / "eval" / name / "records.json").read_text())
             found = {(r["task"], r["dataset"]): r["metrics"] for r in records}
             for label, task, dataset, key in EVAL_METRICS:
@@ -160,7 +162,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _chance(out: Path, model: str, seed: int) -> dict[str, float]:
-    records = json.loads((out / "eval" / f"{model}-s{seed}" / "records.json").read_text())
+    records = json.loads((out / "eval" / run_name(model, seed) / "records.json").read_text())
     comp = next((r["metrics"] for r in records if r["task"] == "compositional"), {})
     return {label: comp[key.replace("acc", "chance", 1)] for label, task, _, key in EVAL_METRICS
             if task == "compositional" and key.replace("acc", "chance", 1) in comp}
@@ -185,10 +187,10 @@ def write_report(cfg: Any, plan: dict[str, Any], elapsed_s: float) -> Path:
     hier_model = next((m for m in models if factory.load_config(m).has_hierarchy), None)
     pictures = {"trees": [], "groups": []}
     if hier_model:
-        ckpt = out / "runs" / f"{hier_model}-s{seeds[0]}" / "checkpoints" / "latest.pt"
+        ckpt = RunPaths(out / "runs" / run_name(hier_model, seeds[0])).latest
         net, _, transform = factory.create_model_and_transforms(hier_model, ckpt, device="cpu")
         pictures = hierarchy_pictures(net.eval(), transform, factory.get_tokenizer(hier_model), out)
-    summaries = {f"{m}-s{s}": json.loads((out / "runs" / f"{m}-s{s}" / "summary.json").read_text())
+    summaries = {run_name(m, s): json.loads((out / "runs" / run_name(m, s) / "summary.json").read_text())
                  for m in models for s in seeds}
     train_s = sum(v["time_s"] for v in summaries.values())
     md = [f"# HiCLIP vs CLIP on the embedded world\n",

@@ -3,22 +3,33 @@
 Every dataset here yields tuples whose first element is an image tensor (3, H, W):
 classification ``(image, label)``, retrieval ``(image, captions: list[str])``,
 compositional ``(image, caption, negatives: dict[kind, list[str]])``.
-Wrap one in :class:`SkipBadImages` and batch it with :func:`collate_skip_none` so that
-unreadable image files are dropped; evaluators count them as ``len(dataset) - kept``.
+Image files are decoded by :func:`hiclip.data.images.load_image` under an ``ImagePolicy``
+(pixel limit, decoding at the needed size, EXIF, transparency on white); captions are
+checked by :func:`hiclip.data.skips.check_caption` (empty, blank and non-UTF-8 captions are
+dropped and counted in ``caption_skips``, as in training). Wrap a dataset in
+:class:`SkipBadImages` and batch it with :func:`collate_skip_none` so that unusable items
+(bad image file, no usable caption) are dropped; evaluators count them as
+``len(dataset) - kept``.
 """
 from __future__ import annotations
 
-import csv
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 from torchvision.datasets import ImageFolder
+
+from hiclip.data import csvdata
+from hiclip.data.images import ImagePolicy, load_image, to_rgb
+from hiclip.data.skips import EMPTY_CAPTION, Skip, check_caption
 
 Transform = Callable[[Image.Image], torch.Tensor]
 DEFAULT_TEMPLATES = ["a photo of a {c}."]
@@ -48,24 +59,28 @@ def read_templates(path: str | Path) -> list[str]:
     return templates
 
 
-def _load_rgb(image: str | Path | Image.Image) -> Image.Image:
-    return image.convert("RGB") if isinstance(image, Image.Image) else Image.open(image).convert("RGB")
+def _load_rgb(image: str | Path | Image.Image | np.ndarray, policy: ImagePolicy = ImagePolicy()) -> Image.Image:
+    """An image file (decoded under ``policy``), a PIL image or a uint8 array (H, W[, 3]) as RGB."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    return to_rgb(image) if isinstance(image, Image.Image) else load_image(str(image), policy)
 
 
 class SkipBadImages(Dataset):
-    """Wraps a dataset so that an item whose image cannot be read (OSError) becomes None."""
+    """Wraps a dataset (or its items ``indices``) so that an item that raises
+    :class:`~hiclip.data.skips.Skip` becomes None."""
 
-    def __init__(self, base: Dataset) -> None:
-        self.base = base
+    def __init__(self, base: Dataset, indices: Sequence[int] | None = None) -> None:
+        self.base, self.indices = base, indices
         self.classes = getattr(base, "classes", None)
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.base) if self.indices is None else len(self.indices)
 
     def __getitem__(self, i: int) -> Any:
         try:
-            return self.base[i]
-        except OSError:
+            return self.base[i if self.indices is None else self.indices[i]]
+        except Skip:
             return None
 
 
@@ -83,35 +98,53 @@ def collate_skip_none(batch: list[Any]) -> tuple | None:
 
 
 class ListClassification(Dataset):
-    """In-memory classification set: PIL images with integer labels."""
+    """Classification set: images (PIL images, uint8 arrays or image files) with integer labels."""
 
-    def __init__(self, images: Sequence[Image.Image], labels: Sequence[int], classes: list[str],
-                 transform: Transform) -> None:
+    def __init__(self, images: Sequence[Any], labels: Sequence[int], classes: list[str],
+                 transform: Transform, policy: ImagePolicy = ImagePolicy()) -> None:
         if len(images) != len(labels):
             raise ValueError(f"expected as many labels as images, got {len(labels)} and {len(images)}")
         self.images, self.labels, self.classes, self.transform = images, list(labels), classes, transform
+        self.policy = policy
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(_load_rgb(self.images[i])), int(self.labels[i])
+        return self.transform(_load_rgb(self.images[i], self.policy)), int(self.labels[i])
 
 
 class CaptionDataset(Dataset):
-    """Retrieval set: each item is an image (path or PIL) with one or more captions."""
+    """Retrieval set: each item is an image (path or PIL) with its usable captions.
 
-    def __init__(self, images: Sequence[str | Path | Image.Image], captions: Sequence[list[str]],
-                 transform: Transform) -> None:
+    Captions failing ``check_caption`` are dropped here and counted by reason in
+    ``caption_skips``; an image left with no caption is a skipped item.
+    """
+
+    def __init__(self, images: Sequence[str | Path | Image.Image], captions: Sequence[Sequence[Any]],
+                 transform: Transform, policy: ImagePolicy = ImagePolicy()) -> None:
         if len(images) != len(captions):
             raise ValueError(f"expected one caption list per image, got {len(captions)} for {len(images)}")
-        self.images, self.captions, self.transform = images, captions, transform
+        self.images, self.transform, self.policy = images, transform, policy
+        self.caption_skips: Counter = Counter()
+        self.captions = [self._usable(group) for group in captions]
+
+    def _usable(self, group: Sequence[Any]) -> list[str]:
+        kept = []
+        for raw in group:
+            try:
+                kept.append(check_caption(raw))
+            except Skip as s:
+                self.caption_skips[s.reason] += 1
+        return kept
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, list[str]]:
-        return self.transform(_load_rgb(self.images[i])), list(self.captions[i])
+        if not self.captions[i]:
+            raise Skip(EMPTY_CAPTION)
+        return self.transform(_load_rgb(self.images[i], self.policy)), list(self.captions[i])
 
 
 class CompositionalDataset(Dataset):
@@ -128,14 +161,14 @@ class CompositionalDataset(Dataset):
         return self.transform(_load_rgb(self.images[i])), self.captions[i], self.negatives[i]
 
 
-def image_folder(root: str | Path, transform: Transform, classnames_file: str | Path | None = None
-                 ) -> ImageFolder:
+def image_folder(root: str | Path, transform: Transform, classnames_file: str | Path | None = None,
+                 policy: ImagePolicy = ImagePolicy()) -> ImageFolder:
     """``root/<class>/*.jpg|png|...`` via torchvision; ``.classes`` are the folder names, or
     the lines of ``classnames_file`` (one per line, in sorted-folder order)."""
     if not Path(root).is_dir():
         raise ValueError(f"image folder {root} does not exist or is not a directory")
     try:
-        dataset = ImageFolder(str(root), transform=transform)
+        dataset = ImageFolder(str(root), transform=transform, loader=partial(load_image, policy=policy))
     except FileNotFoundError as err:
         raise ValueError(f"image folder {root}: expected root/<class>/<images>, {err}") from err
     if len(dataset.classes) < 2:
@@ -151,30 +184,22 @@ def image_folder(root: str | Path, transform: Transform, classnames_file: str | 
 
 
 def csv_captions(path: str | Path, transform: Transform, image_key: str = "filepath",
-                 caption_key: str = "title", sep: str = ",", image_root: str | Path | None = None
-                 ) -> CaptionDataset:
-    """CSV with a header; rows sharing an image path are grouped (first-seen order).
-    Relative paths are resolved against ``image_root`` (default: the CSV's folder)."""
-    root = Path(image_root) if image_root is not None else Path(path).parent
+                 caption_key: str = "title", sep: str | None = None, image_root: str | Path | None = None,
+                 policy: ImagePolicy = ImagePolicy()) -> CaptionDataset:
+    """CSV / TSV with a header, read by training's reader (:func:`hiclip.data.csvdata.read_csv`);
+    rows sharing an image path are grouped (first-seen order). Relative paths are resolved
+    against ``image_root`` (default: the CSV's folder)."""
+    table = csvdata.read_csv([path], image_key, caption_key, sep, image_root)
     groups: dict[str, list[str]] = {}
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter=sep)
-            missing = {image_key, caption_key} - set(reader.fieldnames or [])
-            if missing:
-                raise ValueError(f"CSV {path}: missing column(s) {sorted(missing)}; "
-                                 f"header is {reader.fieldnames}")
-            for row in reader:
-                groups.setdefault(row[image_key], []).append(row[caption_key])
-    except UnicodeDecodeError as err:
-        raise ValueError(f"CSV {path} is not valid UTF-8 text ({err})") from err
+    for image, caption in zip(table.paths, table.captions):
+        groups.setdefault(image, []).append(caption)
     if not groups:
         raise ValueError(f"CSV {path} has no rows")
-    return CaptionDataset([root / p for p in groups], list(groups.values()), transform)
+    return CaptionDataset([Path(p) for p in groups], list(groups.values()), transform, policy)
 
 
 def karpathy_json(path: str | Path, transform: Transform, image_root: str | Path | None = None,
-                  split: str = "test") -> CaptionDataset:
+                  split: str = "test", policy: ImagePolicy = ImagePolicy()) -> CaptionDataset:
     """COCO / Flickr30k Karpathy split: ``{"images": [{"filename", "filepath"?, "split",
     "sentences": [{"raw"}]}]}``; images at ``image_root/[filepath/]filename``."""
     root = Path(image_root) if image_root is not None else Path(path).parent
@@ -198,7 +223,7 @@ def karpathy_json(path: str | Path, transform: Transform, image_root: str | Path
         captions.append([s["raw"] for s in entry["sentences"]])
     if not images:
         raise ValueError(f"annotation file {path} has no images in split {split!r}")
-    return CaptionDataset(images, captions, transform)
+    return CaptionDataset(images, captions, transform, policy)
 
 
 def world_classification(task: str, n: int, transform: Transform, split: str = "test",

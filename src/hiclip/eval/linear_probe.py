@@ -12,6 +12,8 @@ Metrics: ``lp_acc1`` (top-1 accuracy on the test set), ``lp_mean_per_class_recal
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +22,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
-from .zeroshot import count_skipped, extract_image_features
+from .features import image_features
 
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 
@@ -66,12 +68,18 @@ def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
 def evaluate(model, train_dataloader: DataLoader, test_dataloader: DataLoader,
              device: str | torch.device, amp: bool = False,
              c_grid: Sequence[float] = DEFAULT_C_GRID, val_fraction: float = 0.2,
-             seed: int = 0) -> dict[str, float]:
-    """Linear probe of a model's image features: loaders of (images (B, 3, H, W), labels (B,))."""
-    train_x, train_y = extract_image_features(model, train_dataloader, device, amp)
-    test_x, test_y = extract_image_features(model, test_dataloader, device, amp)
+             seed: int = 0, cache_dir: str | Path | None = None, cache_key: dict[str, Any] | None = None
+             ) -> dict[str, float]:
+    """Linear probe of a model's image features: loaders of (images (B, 3, H, W), labels (B,)).
+
+    With ``cache_dir``, features are read from / written to it (:mod:`hiclip.eval.features`);
+    ``cache_key`` names the dataset (its split is added per loader)."""
+    key = cache_key or {}
+    train_x, train_y, train_skips = image_features(model, train_dataloader, device, amp, cache_dir,
+                                                   {**key, "split": "train"})
+    test_x, test_y, test_skips = image_features(model, test_dataloader, device, amp, cache_dir,
+                                                {**key, "split": "test"})
     metrics = fit_linear_probe(train_x.numpy(), train_y.numpy(), test_x.numpy(), test_y.numpy(),
-                           c_grid, val_fraction, seed)
-    metrics["skipped"] = (count_skipped(train_dataloader, len(train_y))
-                          + count_skipped(test_dataloader, len(test_y)))
+                               c_grid, val_fraction, seed)
+    metrics["skipped"] = train_skips + test_skips
     return metrics

@@ -5,6 +5,7 @@ One JSON per model x dataset x task: ``{"dataset", "model", "pretrained", "task"
 """
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Sequence
@@ -88,3 +89,53 @@ def compare(paths: Sequence[str | Path]) -> str:
             row.append(_fmt(values[1] - values[0]) if numeric else "-")
         rows.append(row)
     return _table(header, rows)
+
+
+def read_results(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Records of result files and of every ``*.json`` result in folders (sorted by name); a
+    folder's records carry its path as ``source``."""
+    records = []
+    for p in map(Path, paths):
+        files = sorted(p.glob("*.json")) if p.is_dir() else [p]
+        records += [read_result(f) | ({"source": str(p)} if p.is_dir() else {}) for f in files]
+    return records
+
+
+def benchmark_table(records: Sequence[dict[str, Any]], datasets: Sequence[str], metric: str = "acc1",
+                    task: str = "zeroshot_classification") -> tuple[list[str], list[list[str]]]:
+    """The shape of the HiCLIP paper's Table 1: one row per (model, weights), one column per
+    dataset (``metric`` x 100, "-" where absent) and the average over the datasets present in
+    that row (with their count when not all are); records with a ``source`` folder are rows of
+    their own. -> (header, rows)."""
+    scores: dict[tuple[str, str], dict[str, float]] = {}
+    for r in records:
+        if r["task"] == task and metric in r["metrics"]:
+            weights = Path(r["pretrained"]).name if r["pretrained"] else "-"
+            key = (r["model"], weights + (f" ({r['source']})" if r.get("source") else ""))
+            scores.setdefault(key, {})[r["dataset"]] = 100 * float(r["metrics"][metric])
+    columns = list(datasets) + sorted({d for row in scores.values() for d in row} - set(datasets))
+    rows = []
+    for (model, weights), row in scores.items():
+        present = [row[d] for d in columns if d in row]
+        average = f"{sum(present) / len(present):.1f}" + ("" if len(present) == len(columns) else f" ({len(present)})")
+        rows.append([model, weights] + [f"{row[d]:.1f}" if d in row else "-" for d in columns] + [average])
+    return ["model", "weights"] + columns + ["average"], rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub Markdown table, numbers right-aligned."""
+    align = ["---" if i < 2 else "---:" for i in range(len(header))]
+    return "\n".join("| " + " | ".join(r) + " |" for r in [header, align] + rows)
+
+
+def write_benchmark(records: Sequence[dict[str, Any]], datasets: Sequence[str], output_dir: str | Path,
+                    name: str) -> tuple[Path, Path, str]:
+    """Write ``{name}.csv`` and ``{name}.md`` (:func:`benchmark_table`) -> (csv path, md path, markdown)."""
+    header, rows = benchmark_table(records, datasets)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / f"{name}.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header] + rows)
+    text = markdown_table(header, rows)
+    (out / f"{name}.md").write_text(text + "\n", encoding="utf-8")
+    return out / f"{name}.csv", out / f"{name}.md", text

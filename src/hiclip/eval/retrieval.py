@@ -9,7 +9,10 @@ Each image has one or more captions. With cosine similarities s(text, image):
 
 A positive's rank is the number of *negatives* scoring at least as high as it (for
 image -> text, as the image's best-scoring caption): ties count against the model, so a
-collapsed model scores 0, not 1. Similarities are computed in blocks of at most
+collapsed model scores 0, not 1. This is the one retrieval metric of hiclip: training's
+validation R@1 (``hiclip.train.evaluate``) is :func:`recall_at_k` with one caption per image.
+``skipped`` counts images left out (unreadable, or without a usable caption) and
+``skipped_captions`` the empty, blank or non-UTF-8 captions dropped. Similarities are computed in blocks of at most
 ``chunk_size`` texts x ``chunk_size`` images; the result equals the full-matrix one.
 """
 from __future__ import annotations
@@ -75,6 +78,11 @@ def recall_at_k(text_emb: torch.Tensor, image_emb: torch.Tensor, text_to_image: 
     return metrics
 
 
+def _base(dataset):
+    """The dataset inside a :class:`~hiclip.eval.datasets.SkipBadImages` wrapper (or itself)."""
+    return getattr(dataset, "base", dataset)
+
+
 def extract_caption_features(model, dataloader: DataLoader, tokenizer, device: str | torch.device,
                              amp: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loader of (images (B, 3, H, W), captions: B lists of str) -> image features (I, E),
@@ -101,4 +109,5 @@ def evaluate(model, dataloader: DataLoader, tokenizer, device: str | torch.devic
                                                                   device, amp)
     metrics = recall_at_k(text_emb, image_emb, text_to_image, recall_k_list, chunk_size)
     metrics["skipped"] = count_skipped(dataloader, len(image_emb))
+    metrics["skipped_captions"] = sum(getattr(_base(dataloader.dataset), "caption_skips", {}).values())
     return metrics

@@ -5,8 +5,10 @@ with task in shape / colour / size / count / holdout (``"world/holdout"`` is als
 held-out split for retrieval and compositional tests), an image folder
 (``root/<class>/*``; with ``root/train`` and ``root/test`` it also serves the linear
 probe, and zero-shot uses ``root/test``), a ``.csv`` of image paths and captions, or a
-Karpathy-split ``.json`` (both retrieval). A task that cannot run on a dataset is
-skipped with a note.
+Karpathy-split ``.json`` (both retrieval), or a standard dataset by its CLIP_benchmark
+name (``cifar10``, ``imagenet1k``, ``fashion_mnist``, ``mscoco_captions`` ... read from
+``dataset_root``, see :mod:`hiclip.eval.standard`). A task that cannot run on a dataset is
+skipped with a note. ``max_samples`` evaluates a seeded random subset of each split.
 """
 from __future__ import annotations
 
@@ -15,15 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from . import compositional, linear_probe, retrieval, zeroshot
+from hiclip.data.images import DEFAULT_MAX_PIXELS, ImagePolicy
+from . import compositional, linear_probe, retrieval, standard, zeroshot
 from .datasets import (DEFAULT_TEMPLATES, SkipBadImages, collate_skip_none, csv_captions,
                        image_folder, karpathy_json, read_templates, world_classification,
                        world_compositional, world_retrieval)
-from .results import format_results, make_record, write_result
+from .results import format_results, make_record, write_benchmark, write_result
 
 TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "compositional")
+SUITES = {"paper": standard.PAPER_ZEROSHOT}
+"""Benchmarks by name: zero-shot classification on these standard datasets."""
 WORLD_TASKS = ("shape", "colour", "size", "count", "holdout")
 
 
@@ -44,10 +50,18 @@ class EvalSettings:
     karpathy_split: str = "test"
     csv_image_key: str = "filepath"
     csv_caption_key: str = "title"
-    csv_sep: str = ","
+    csv_sep: str | None = None
     recall_k: Sequence[int] = (1, 5, 10)
     c_grid: Sequence[float] = linear_probe.DEFAULT_C_GRID
     chunk_size: int = 1024
+    dataset_root: str | None = None
+    max_samples: int | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    feature_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"max_samples must be >= 1, got {self.max_samples}")
 
 
 def expand_dataset(task: str, spec: str) -> list[str]:
@@ -63,32 +77,57 @@ def expand_dataset(task: str, spec: str) -> list[str]:
         holdout = spec == "world/holdout"
         fits = {"zeroshot_classification": True, "linear_probe": not holdout}.get(task, holdout)
         return [spec] if fits else []
+    if spec in standard.LAYOUTS:
+        fits = {"zeroshot_classification": spec in standard.CLASSIFICATION,
+                "linear_probe": spec in standard.CLASSIFICATION and spec not in standard.NO_SPLIT,
+                "zeroshot_retrieval": spec in standard.RETRIEVAL}
+        return [spec] if fits.get(task, False) else []
     path = Path(spec)
     if not path.exists():
-        raise ValueError(f"dataset {spec!r}: expected 'world', 'world/<task>', an image folder, "
-                         "a .csv or a Karpathy .json file; no such file or folder")
+        raise ValueError(f"dataset {spec!r}: expected 'world', 'world/<task>', a standard dataset name "
+                         f"({', '.join(standard.LAYOUTS)}), an image folder, a .csv or a Karpathy .json "
+                         "file; no such file or folder")
     fits = {"zeroshot_classification": path.is_dir(),
             "linear_probe": (path / "train").is_dir() and (path / "test").is_dir(),
-            "zeroshot_retrieval": path.is_file() and path.suffix.lower() in (".csv", ".json")}
+            "zeroshot_retrieval": path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".json")}
     return [spec] if fits.get(task, False) else []
 
 
+def subset(n: int, max_samples: int | None, seed: int) -> list[int] | None:
+    """Sorted indices of a seeded random subset of ``max_samples`` of ``n`` items (None: all)."""
+    if max_samples is None or max_samples >= n:
+        return None
+    return sorted(np.random.default_rng(seed).choice(n, max_samples, replace=False).tolist())
+
+
 def _loader(dataset: Dataset, s: EvalSettings) -> DataLoader:
-    return DataLoader(SkipBadImages(dataset), batch_size=s.batch_size, shuffle=False,
-                      num_workers=s.num_workers, collate_fn=collate_skip_none)
+    return DataLoader(SkipBadImages(dataset, subset(len(dataset), s.max_samples, s.seed)),
+                      batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers,
+                      collate_fn=collate_skip_none)
+
+
+def _policy(transform: Callable, s: EvalSettings) -> ImagePolicy:
+    """The image policy: ``max_pixels``, decoding at (at least) the size the transform outputs."""
+    sizes = [getattr(t, "size", None) for t in getattr(transform, "transforms", [])]
+    side = next((min(z) if isinstance(z, (tuple, list)) else z for z in sizes if z), None)
+    return ImagePolicy(s.max_pixels, min_side=side if isinstance(side, int) else None)
 
 
 def _classification_set(name: str, part: str, transform: Callable, s: EvalSettings
                         ) -> tuple[Dataset, list[str]]:
-    """(dataset with ``.classes``, templates) for a world task or an image folder."""
+    """(dataset with ``.classes``, templates) for a world task, a standard dataset or an image folder."""
     templates = read_templates(s.templates_file) if s.templates_file else None
     if name.startswith("world/"):
         split = s.world_split if part == "test" else part
         dataset, world_templates = world_classification(
             name[6:], s.world_size, transform, split=split, seed=s.seed, image_size=s.world_image_size)
         return dataset, templates or world_templates
+    if name in standard.LAYOUTS:
+        dataset = standard.classification(name, s.dataset_root, part, transform, _policy(transform, s))
+        return dataset, templates or dataset.templates
     root = Path(name) / part if (Path(name) / part).is_dir() else Path(name)
-    return image_folder(root, transform, s.classnames_file), templates or DEFAULT_TEMPLATES
+    return (image_folder(root, transform, s.classnames_file, _policy(transform, s)),
+            templates or DEFAULT_TEMPLATES)
 
 
 def _world_split(name: str, s: EvalSettings) -> str:
@@ -105,17 +144,22 @@ def run_task(task: str, name: str, model, transform: Callable, tokenizer, s: Eva
     if task == "linear_probe":
         train, _ = _classification_set(name, "train", transform, s)
         test, _ = _classification_set(name, "test", transform, s)
+        key = {"dataset": name, "root": s.dataset_root, "max_samples": s.max_samples, "seed": s.seed,
+               "max_pixels": s.max_pixels}
         return linear_probe.evaluate(model, _loader(train, s), _loader(test, s), s.device,
-                                     s.amp, s.c_grid, seed=s.seed)
+                                     s.amp, s.c_grid, seed=s.seed, cache_dir=s.feature_cache, cache_key=key)
     if task == "zeroshot_retrieval":
+        policy = _policy(transform, s)
         if name.startswith("world"):
             dataset = world_retrieval(s.world_size, transform, _world_split(name, s), s.seed,
                                       s.world_image_size)
-        elif name.lower().endswith(".csv"):
+        elif name in standard.RETRIEVAL:
+            dataset = standard.retrieval(name, s.dataset_root, transform, policy)
+        elif name.lower().endswith((".csv", ".tsv")):
             dataset = csv_captions(name, transform, s.csv_image_key, s.csv_caption_key,
-                                   s.csv_sep, s.image_root)
+                                   s.csv_sep, s.image_root, policy)
         else:
-            dataset = karpathy_json(name, transform, s.image_root, s.karpathy_split)
+            dataset = karpathy_json(name, transform, s.image_root, s.karpathy_split, policy)
         return retrieval.evaluate(model, _loader(dataset, s), tokenizer, s.device, s.amp,
                                   s.recall_k, s.chunk_size)
     dataset = world_compositional(s.world_size, transform, _world_split(name, s), s.seed,
@@ -126,9 +170,10 @@ def run_task(task: str, name: str, model, transform: Callable, tokenizer, s: Eva
 def evaluate_model(model, transform: Callable, tokenizer, *, model_name: str,
                    pretrained: str | None, tasks: Sequence[str] = TASKS,
                    datasets: Sequence[str] = ("world",), output_dir: str | Path = "results",
-                   verbose: bool = True, **options: Any) -> list[dict[str, Any]]:
+                   verbose: bool = True, skip_missing: bool = False, **options: Any) -> list[dict[str, Any]]:
     """Run every task on every dataset it supports with a loaded model (eval transform,
-    tokenizer); write one JSON each under ``output_dir``; return the records."""
+    tokenizer); write one JSON each under ``output_dir``; return the records. With
+    ``skip_missing`` a standard dataset whose files are absent is listed, not an error."""
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"unknown task(s) {unknown or tasks}; expected some of {list(TASKS)}")
@@ -148,15 +193,24 @@ def evaluate_model(model, transform: Callable, tokenizer, *, model_name: str,
         raise ValueError(f"none of the tasks {list(tasks)} can run on datasets {list(datasets)}")
     model = model.to(s.device).eval()
     records = []
+    missing = []
     for task, name in jobs:
-        metrics = run_task(task, name, model, transform, tokenizer, s)
+        try:
+            metrics = run_task(task, name, model, transform, tokenizer, s)
+        except standard.DatasetMissing as err:
+            if not skip_missing:
+                raise
+            missing.append(str(err))
+            continue
         record = make_record(name, model_name, pretrained, task, metrics)
         path = write_result(record, output_dir)
         records.append(record)
         if verbose:
             print(f"wrote {path}")
-    if verbose:
+    if verbose and records:
         print(format_results(records))
+    if verbose and missing:
+        print(f"{len(missing)} dataset(s) not present, left out:\n  " + "\n  ".join(missing))
     return records
 
 
@@ -186,3 +240,25 @@ def run_eval(model: str | None, pretrained: str | None = None, tasks: Sequence[s
     return evaluate_model(net, transform, tokenizer, model_name=name, pretrained=weights,
                           tasks=tasks, datasets=datasets, output_dir=output_dir, verbose=verbose,
                           batch_size=batch_size, device=device, **options)
+
+
+def run_benchmark(model: str | None, pretrained: str | None = None, suite: str = "paper",
+                  output_dir: str | Path = "results", verbose: bool = True, **options: Any
+                  ) -> tuple[list[dict[str, Any]], str]:
+    """Zero-shot classification on the datasets of ``suite`` that are present under
+    ``dataset_root`` (the others are listed); writes the JSONs and ``benchmark_{suite}.csv`` /
+    ``.md`` (one column per dataset and the average) to ``output_dir``. -> (records, Markdown)."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown benchmark {suite!r}; expected one of {list(SUITES)}")
+    net, transform, tokenizer, name, weights = load_model(model, pretrained, options.get("device", "cpu"))
+    records = evaluate_model(net, transform, tokenizer, model_name=name, pretrained=weights,
+                             tasks=("zeroshot_classification",), datasets=SUITES[suite], output_dir=output_dir,
+                             verbose=verbose, skip_missing=True, **options)
+    if not records:
+        raise ValueError(f"none of the {len(SUITES[suite])} datasets of benchmark {suite!r} is under "
+                         f"--dataset-root {options.get('dataset_root')}")
+    csv_path, md_path, text = write_benchmark(records, SUITES[suite], output_dir, f"benchmark_{suite}")
+    if verbose:
+        print(f"\n{text}\n\nwrote {csv_path} and {md_path}")
+    return records, text
+

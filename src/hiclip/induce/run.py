@@ -11,9 +11,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.skips import Skip, check_caption
 from .groups import group_labels
 from .scores import bracket_report, group_report, masks_to_grid, read_trees
 from .select import (ari_at, choose_grouping, choose_readout, label_recall, mean_links, readout_candidates,
@@ -27,10 +28,12 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def check_caption(text: str) -> None:
-    """Empty and punctuation-only captions have no words to parse: a clear ValueError."""
-    if not text or not text.strip():
-        raise ValueError("empty caption: nothing to parse")
+def parseable(text: str) -> None:
+    """A caption with words to parse, by training's caption check plus a word: ValueError otherwise."""
+    try:
+        check_caption(text)
+    except Skip as s:
+        raise ValueError(f"caption {text!r}: {s.reason}, nothing to parse") from None
     if not _WORD.search(text):
         raise ValueError(f"caption {text!r} is only punctuation: nothing to parse")
 
@@ -46,7 +49,7 @@ def caption_links(model: Any, tokenizer: Any, captions: Sequence[str], batch_siz
 
     Captions longer than the context are truncated by the tokenizer (flag set)."""
     for c in captions:
-        check_caption(c)
+        parseable(c)
     ctx = model.context_length
     out, forward_s = [], 0.0
     for start in tqdm(range(0, len(captions), batch_size), desc="captions", disable=not progress):
@@ -78,18 +81,6 @@ def caption_trees(model: Any, tokenizer: Any, captions: Sequence[str], threshold
     items, forward_s = caption_links(model, tokenizer, captions, batch_size, progress)
     readout = Readout(threshold=threshold) if readout is None else readout
     return trees_from_links(items, readout, tokenizer.decoder), forward_s
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB, with a clear error for a missing or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
 
 
 @torch.no_grad()

@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.images import DEFAULT_MAX_PIXELS
+
 PRECISIONS = ("fp32", "bf16", "amp")
 
 
@@ -30,6 +32,8 @@ class TrainConfig:
     csv_caption_key: str = _opt("title", "CSV column of captions")
     csv_sep: str | None = _opt(None, "CSV separator (default: ',' for .csv, tab for .tsv)")
     world_samples: int = _opt(10_000, "scenes per epoch of the embedded world")
+    max_pixels: int = _opt(DEFAULT_MAX_PIXELS, "skip (and count) image files larger than this many pixels "
+                                        "(decompression bombs; default: PIL's own limit)")
     batch_size: int = _opt(64, "batch size per rank (and per micro-batch with --accum-freq)")
     epochs: int = _opt(5, "number of passes over the training data (ignored when --steps is given)")
     steps: int | None = _opt(None, "total optimizer steps (overrides --epochs; needed for data of unknown size)")
@@ -64,7 +68,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive = {"batch_size": self.batch_size, "epochs": self.epochs, "accum_freq": self.accum_freq,
                     "keep_checkpoints": self.keep_checkpoints, "val_samples": self.val_samples,
-                    "world_samples": self.world_samples}
+                    "world_samples": self.world_samples, "max_pixels": self.max_pixels}
         positive.update({k: v for k, v in (("steps", self.steps), ("threads", self.threads)) if v is not None})
         non_negative = {"warmup_steps": self.warmup_steps, "save_every": self.save_every,
                         "val_every": self.val_every, "workers": self.workers, "weight_decay": self.weight_decay}

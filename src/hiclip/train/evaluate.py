@@ -7,15 +7,19 @@ from typing import Callable, ContextManager, Iterable
 import torch
 from torch import nn
 
+from ..eval.retrieval import recall_at_k
 from .loss import contrastive_loss
 
 
 def recall_at_1(image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[float, float]:
-    """(image->text, text->image) R@1 of paired features (N, E): pair i is the only positive of i."""
-    sims = image_features @ text_features.T  # (N, N)
-    target = torch.arange(sims.shape[0], device=sims.device)
-    return ((sims.argmax(1) == target).float().mean().item(),
-            (sims.argmax(0) == target).float().mean().item())
+    """(image->text, text->image) R@1 of paired features (N, E): pair i is the only positive of i.
+
+    :func:`hiclip.eval.retrieval.recall_at_k` with one caption per image, so ties count
+    against the model (a collapsed model scores 0).
+    """
+    m = recall_at_k(text_features.float().cpu(), image_features.float().cpu(),
+                    torch.arange(image_features.shape[0]), (1,))
+    return m["text_retrieval_recall@1"], m["image_retrieval_recall@1"]
 
 
 @torch.no_grad()

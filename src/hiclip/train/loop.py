@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint import Checkpoint, RunPaths, rng_state, set_rng_state
 from ..factory import create_model_and_transforms, get_tokenizer, load_config
-from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistInfo, all_gather_objects, any_rank, barrier, cleanup, init_distributed, mean_over_ranks
 from .evaluate import validate
@@ -54,7 +54,7 @@ def _data_api(cfg: TrainConfig, make_loader: Callable | None) -> tuple[Callable[
     def parse(text: str, image_size: int) -> Any:
         spec = data.DataSpec.parse(text, image_size=image_size, csv_img_key=cfg.csv_img_key,
                                    csv_caption_key=cfg.csv_caption_key, csv_sep=cfg.csv_sep,
-                                   world_size_samples=cfg.world_samples)
+                                   world_size_samples=cfg.world_samples, max_pixels=cfg.max_pixels)
         data.validate(spec)
         return spec
     return parse, data.make_loader
@@ -66,7 +66,7 @@ class _Run:
     def __init__(self, cfg: TrainConfig, info: DistInfo, make_loader: Callable | None):
         self.cfg, self.info = cfg, info
         self.out = Path(cfg.output_dir)
-        self.ckpt_dir = self.out / "checkpoints"
+        self.paths = RunPaths(self.out)
         resume_path = self._resume_path()
         parse, self.make_loader = _data_api(cfg, make_loader)
         size = load_config(cfg.model).vision_cfg.image_size
@@ -95,33 +95,36 @@ class _Run:
 
     def _resume_path(self) -> Path | None:
         if self.cfg.resume:
-            path = ckpt.resolve_resume(self.cfg.resume, self.ckpt_dir)
+            path = self.paths.resolve_resume(self.cfg.resume)
             if path is None:
-                log.info("--resume latest: no checkpoint in %s yet; starting from scratch", self.ckpt_dir)
+                log.info("--resume latest: no checkpoint in %s yet; starting from scratch", self.paths.checkpoints)
             return path
-        if (self.ckpt_dir / ckpt.LATEST).exists() or ckpt.step_checkpoints(self.ckpt_dir):
+        if self.paths.latest.exists() or self.paths.step_checkpoints():
             raise ValueError(f"{self.out} already holds checkpoints; pass --resume latest to continue that run "
                              "or choose another --output-dir")
         return None
 
     def _restore(self, model: torch.nn.Module, path: Path) -> None:
-        state = ckpt.load_checkpoint(path)
-        if state["model_config"] != model.cfg.to_dict():
-            raise ValueError(f"{path} is a checkpoint of model {state['model']!r}, whose config differs from "
-                             f"this run's model {self.cfg.model!r}; resume with --model {state['model']}")
+        state = Checkpoint.load(path)
+        if not state.resumable:
+            raise ValueError(f"{path} holds weights without training state; "
+                             "to start from its weights use --pretrained instead of --resume")
+        if state.model_config != model.cfg.to_dict():
+            raise ValueError(f"{path} is a checkpoint of model {state.model!r}, whose config differs from "
+                             f"this run's model {self.cfg.model!r}; resume with --model {state.model}")
         layout = {"world_size": self.info.world_size, "batch_size": self.cfg.batch_size,
                   "accum_freq": self.cfg.accum_freq}
-        changed = ", ".join(f"{k}: {state.get(k)} -> {v}" for k, v in layout.items() if state.get(k) != v)
+        changed = ", ".join(f"{k}: {getattr(state, k)} -> {v}" for k, v in layout.items() if getattr(state, k) != v)
         if changed:
             raise ValueError(f"{path} was written with a different data layout ({changed}); "
                              "an exact resume needs the same world size, batch size and accum freq")
-        model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.opts.scaler is not None and state.get("scaler"):
-            self.opts.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"][self.info.rank])
-        self.skips = Counter(state.get("skips", [{}] * self.info.world_size)[self.info.rank])
-        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        model.load_state_dict(state.state_dict)
+        self.optimizer.load_state_dict(state.optimizer)
+        if self.opts.scaler is not None and state.scaler:
+            self.opts.scaler.load_state_dict(state.scaler)
+        set_rng_state(state.rng[self.info.rank])
+        self.skips = Counter(state.skips[self.info.rank] if state.skips else {})
+        self.step, self.epoch, self.batch_in_epoch = state.step, state.epoch, state.batch_in_epoch
         self.last_checkpoint, self.saved_step = path, self.step
         if self.info.is_main:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch,
@@ -150,7 +153,7 @@ class _Run:
     def run(self) -> dict[str, Any]:
         main = self.info.is_main
         if main:
-            ckpt.remove_partial_files(self.ckpt_dir)
+            self.paths.remove_partial_files()
         self.metrics = MetricsWriter(self.out, self.step, self.cfg.tensorboard) if main else None
         start_step, started = self.step, time.monotonic()
         self.last_val: dict[str, float] | None = None
@@ -233,20 +236,21 @@ class _Run:
                                "Try a lower --lr, --grad-clip 1.0 or --precision fp32.")
 
     def _save(self) -> None:
-        per_rank = all_gather_objects((ckpt.rng_state(), dict(self.skips)), self.info)
+        per_rank = all_gather_objects((rng_state(), dict(self.skips)), self.info)
         if self.info.is_main:
             model = unwrap(self.model)
-            state = {"model": self.cfg.model, "model_config": model.cfg.to_dict(), "state_dict": model.state_dict(),
-                     "optimizer": self.optimizer.state_dict(),
-                     "scheduler": {"step": self.step, "base_lr": self.cfg.lr, "warmup_steps": self.cfg.warmup_steps,
-                                   "total_steps": self.total_steps},
-                     "scaler": self.opts.scaler.state_dict() if self.opts.scaler else None,
-                     "rng": [r for r, _ in per_rank], "skips": [s for _, s in per_rank],
-                     "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                     "world_size": self.info.world_size, "batch_size": self.cfg.batch_size,
-                     "accum_freq": self.cfg.accum_freq, "config": self.cfg.to_dict()}
-            ckpt.save_checkpoint(state, self.ckpt_dir, self.cfg.keep_checkpoints)
-        self.last_checkpoint, self.saved_step = self.ckpt_dir / ckpt.LATEST, self.step
+            state = Checkpoint(
+                model=self.cfg.model, model_config=model.cfg.to_dict(), state_dict=model.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                scheduler={"step": self.step, "base_lr": self.cfg.lr, "warmup_steps": self.cfg.warmup_steps,
+                           "total_steps": self.total_steps},
+                scaler=self.opts.scaler.state_dict() if self.opts.scaler else None,
+                rng=[r for r, _ in per_rank], skips=[s for _, s in per_rank],
+                step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
+                world_size=self.info.world_size, batch_size=self.cfg.batch_size,
+                accum_freq=self.cfg.accum_freq, config=self.cfg.to_dict())
+            self.paths.save(state, self.cfg.keep_checkpoints)
+        self.last_checkpoint, self.saved_step = self.paths.latest, self.step
         barrier(self.info)
 
     def _validate(self) -> None:

@@ -2,33 +2,31 @@
 of a run (``hiclip induce-eval --checkpoints DIR``), as a table and a plot."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from .. import factory
+from ..checkpoint import RunPaths, read_info
 from .draw import new_figure
 from .run import induce_eval
 
-_STEP = re.compile(r"step_(\d+)\.pt$")
-
 
 def run_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
-    """``(step, path)`` of the ``step_N.pt`` files of a run's checkpoint folder, and of
-    ``latest.pt`` when it holds a later step; sorted by step."""
+    """``(step, path)`` of the ``step_N.pt`` files of a run (its folder or its ``checkpoints/``
+    folder), and of ``latest.pt`` when it holds a later step; sorted by step."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: {directory}")
-    found = {int(m.group(1)): p for p in directory.glob("step_*.pt") if (m := _STEP.search(p.name))}
-    latest = directory / "latest.pt"
-    if latest.is_file():
-        step = factory.load_checkpoint_info(latest).get("step")
+    run = RunPaths(directory.parent if directory.name == "checkpoints" else directory)
+    found = dict(run.step_checkpoints())
+    if run.latest.is_file():
+        step = read_info(run.latest).get("step")
         if isinstance(step, int) and step not in found:
-            found[step] = latest
+            found[step] = run.latest
     if not found:
-        raise ValueError(f"no step_N.pt or latest.pt checkpoints in {directory}")
+        raise ValueError(f"no step_N.pt or latest.pt checkpoints in {run.checkpoints}")
     return sorted(found.items())
 
 

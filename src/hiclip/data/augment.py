@@ -65,7 +65,7 @@ class ContentPreservingCrop:
         x = round(_uniform(right - side, left))
         y = round(_uniform(bottom - side, top))
         window = image.crop((x, y, x + side, y + side))  # PIL fills outside the image with black
-        return window.resize((self.size, self.size), Image.BILINEAR)
+        return window.resize((self.size, self.size), Image.NEAREST)  # keeps the exact colours
 
     def __repr__(self) -> str:
         return f"ContentPreservingCrop(size={self.size}, zoom={self.zoom})"

@@ -5,7 +5,8 @@ the data pipeline is not measured), each in its own format: the CLIP model one v
 per pair, the DeCLIP model two image views and two text views (masked, EDA). A step is
 hiclip.train's own: forward, loss, backward, AdamW, logit_scale clamp. Steps of the two
 models are interleaved (A B B A A B ...), so a busy machine slows both alike; the
-table reports medians over all timed steps and the median of the per-round ratios.
+table reports medians over all timed steps and the median of the per-round ratios, of
+wall time and of this process's CPU time (all threads; steadier on a shared machine).
 
     python benchmarks/bench_declip.py                        # batch 64, fp32, 2 threads
     python benchmarks/bench_declip.py --pairs HiCLIP-Tiny:HiDeCLIP-Tiny CLIP-Tiny:DeCLIP-Tiny --rounds 20
@@ -47,24 +48,30 @@ class Trainer:
         self.optimizer = make_optimizer(model, 5e-4, (0.9, 0.98), 1e-6, 0.2)
         self.opts = StepOptions(DistInfo())
 
-    def step(self, i: int) -> float:
-        start = time.perf_counter()
+    def step(self, i: int) -> tuple[float, float]:
+        """(wall seconds, CPU seconds) of one step."""
+        wall, cpu = time.perf_counter(), time.process_time()
         backward_step(self.module, [self.batches[i % len(self.batches)]], self.opts)
         apply_gradients(self.model, self.optimizer, self.opts)
-        return time.perf_counter() - start
+        return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def compare(base: Trainer, other: Trainer, rounds: int, warmup: int) -> dict[str, float]:
+def compare(base: Trainer, other: Trainer, rounds: int, warmup: int) -> dict[str, dict[str, float]]:
+    """-> {"wall": ..., "cpu": ...}, each {base, other: median s/step; ratio: median per-round ratio, lo, hi}."""
     for i in range(warmup):
         base.step(i), other.step(i)
-    times: dict[str, list[float]] = {"base": [], "other": []}
+    times: dict[str, list[tuple[float, float]]] = {"base": [], "other": []}
     for r in range(rounds):
         order = [("base", base), ("other", other)][:: 1 if r % 2 == 0 else -1]
         for key, trainer in order:
             times[key].append(trainer.step(warmup + r))
-    ratios = [o / b for o, b in zip(times["other"], times["base"])]
-    return {"base": statistics.median(times["base"]), "other": statistics.median(times["other"]),
-            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+    out = {}
+    for k, clock in enumerate(("wall", "cpu")):
+        a, b = [t[k] for t in times["base"]], [t[k] for t in times["other"]]
+        ratios = [y / x for x, y in zip(a, b)]
+        out[clock] = {"base": statistics.median(a), "other": statistics.median(b),
+                      "ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios)}
+    return out
 
 
 def main() -> None:
@@ -78,13 +85,16 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"batch {args.batch_size}, fp32, {args.threads} thread(s), {args.rounds} interleaved rounds")
-    print(f"{'base':14s} {'s/step':>8s} {'DeCLIP model':16s} {'s/step':>8s} {'ratio (median)':>15s} {'range':>12s}")
+    print(f"{'base':14s} {'DeCLIP model':16s} {'clock':5s} {'base s/step':>11s} {'DeCLIP s/step':>13s} "
+          f"{'ratio (median)':>15s} {'range':>12s}")
     for pair in args.pairs:
         a, b = pair.split(":")
         count = args.warmup + args.rounds
-        r = compare(Trainer(a, args.batch_size, count), Trainer(b, args.batch_size, count), args.rounds, args.warmup)
-        print(f"{a:14s} {r['base']:8.3f} {b:16s} {r['other']:8.3f} {r['ratio']:14.2f}x "
-              f"{r['ratio_min']:5.2f}-{r['ratio_max']:.2f}x")
+        result = compare(Trainer(a, args.batch_size, count), Trainer(b, args.batch_size, count),
+                         args.rounds, args.warmup)
+        for clock, r in result.items():
+            print(f"{a:14s} {b:16s} {clock:5s} {r['base']:11.3f} {r['other']:13.3f} {r['ratio']:14.2f}x "
+                  f"{r['lo']:5.2f}-{r['hi']:.2f}x")
 
 
 if __name__ == "__main__":

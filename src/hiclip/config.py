@@ -89,13 +89,64 @@ class TextCfg:
             raise ValueError(f"text_cfg.pool must be one of {TEXT_POOLS}, got {self.pool!r}")
 
 
+OBJECTIVES = ("clip", "declip")
+MLM_HEADS = ("tied", "linear")
+
+
+@dataclass
+class DeCLIPCfg:
+    """DeCLIP's extra supervision (Li et al., ICLR 2022; docs/design.md, "HiDeCLIP").
+
+    Loss weights (DeCLIP's YFCC15M config): ``w_clip`` multi-view CLIP loss, ``w_nn``
+    nearest-neighbour supervision, ``w_simsiam`` image self-supervision, ``w_mlm`` masked
+    language modelling. ``projector_dim`` / ``predictor_dim``: SimSiam's projector width
+    (hidden and output) and predictor bottleneck (None: 2 x and 1 x ``embed_dim``, DeCLIP's
+    1024 / 512 at ``embed_dim`` 512). ``mlm_head``: ``linear`` (DeCLIP: width -> vocabulary)
+    or ``tied`` (BERT's transform, decoder tied to the token embedding). ``mlm_prob``: share
+    of content tokens masked. ``queue_size``: text embeddings kept for nearest neighbours.
+    """
+
+    w_clip: float = 0.4
+    w_nn: float = 0.2
+    w_simsiam: float = 0.2
+    w_mlm: float = 0.2
+    projector_dim: int | None = None
+    predictor_dim: int | None = None
+    mlm_head: str = "linear"
+    mlm_prob: float = 0.15
+    queue_size: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.mlm_head not in MLM_HEADS:
+            raise ValueError(f"declip.mlm_head must be one of {MLM_HEADS}, got {self.mlm_head!r}")
+        if not 0 < self.mlm_prob < 1 or self.queue_size < 1:
+            raise ValueError(f"declip: need 0 < mlm_prob < 1 and queue_size >= 1, got "
+                             f"{self.mlm_prob} and {self.queue_size}")
+        if min(self.w_clip, self.w_nn, self.w_simsiam, self.w_mlm) < 0:
+            raise ValueError("declip: loss weights must be >= 0")
+
+
 @dataclass
 class ModelCfg:
+    """``objective``: what ``hiclip train`` optimises, ``clip`` or ``declip`` (then ``declip``
+    holds its settings, defaults when omitted; the model gains the DeCLIP heads)."""
+
     embed_dim: int = 512
     vision_cfg: VisionCfg = field(default_factory=VisionCfg)
     text_cfg: TextCfg = field(default_factory=TextCfg)
     quick_gelu: bool = False
     init_logit_scale: float = 2.659260036932778  # ln(1 / 0.07)
+    objective: str = "clip"
+    declip: DeCLIPCfg | None = None
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective == "declip" and self.declip is None:
+            self.declip = DeCLIPCfg()
+        if self.objective != "declip" and self.declip is not None:
+            raise ValueError(f"declip settings given for objective {self.objective!r}; "
+                             "set \"objective\": \"declip\"")
 
     @property
     def has_hierarchy(self) -> bool:
@@ -110,7 +161,9 @@ class ModelCfg:
         d = dict(d)
         vision = _build(VisionCfg, d.pop("vision_cfg", {}), "vision_cfg")
         text = _build(TextCfg, d.pop("text_cfg", {}), "text_cfg")
-        return _build(cls, d, "model config", vision_cfg=vision, text_cfg=text)
+        declip = d.pop("declip", None)
+        declip = None if declip is None else _build(DeCLIPCfg, declip, "declip")
+        return _build(cls, d, "model config", vision_cfg=vision, text_cfg=text, declip=declip)
 
 
 def _build(kind: type, d: dict[str, Any], where: str, **fixed: Any) -> Any:
@@ -134,10 +187,29 @@ def list_configs() -> list[str]:
 
 def load_config(name_or_path: str) -> ModelCfg:
     """Config by model name (``HiCLIP-Tiny``) or path to a JSON file."""
+    return ModelCfg.from_dict(_read_json(name_or_path, ()))
+
+
+def _read_json(name_or_path: str, seen: tuple[str, ...]) -> dict[str, Any]:
+    """A config's dict; a ``"base": NAME`` entry starts from that config, updated key by key."""
     path = Path(name_or_path)
     if not (path.suffix == ".json" and path.is_file()):
         path = CONFIG_DIR / f"{name_or_path}.json"
         if not path.is_file():
             raise ValueError(f"unknown model {name_or_path!r}; expected one of {list_configs()} "
                              "or a path to a JSON config")
-    return ModelCfg.from_dict(json.loads(path.read_text()))
+    d = json.loads(path.read_text())
+    if "base" not in d:
+        return d
+    base = d.pop("base")
+    if base in seen:
+        raise ValueError(f"model config {name_or_path!r}: circular \"base\" chain {[*seen, base]}")
+    return _merge(_read_json(base, (*seen, str(name_or_path))), d)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        both_dicts = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both_dicts else value
+    return out

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 HIERARCHY_KEYS = (".attn.link_q.", ".attn.link_k.")
 """Substrings of parameter names that belong to hierarchy-aware attention."""
+TRAINING_HEADS = "declip."
+"""Prefix of the DeCLIP objective's training heads: fresh when absent, dropped when not wanted."""
 
 
 def list_models() -> list[str]:
@@ -85,7 +87,10 @@ def load_weights(model: HiCLIP, path: str | Path, expected_name: str | None = No
         raise ValueError(f"{path} is a checkpoint of model {trained_as!r}, not {expected_name!r}; "
                          f"use --model {trained_as}")
     own = model.state_dict()
-    missing = [k for k in own if k not in sd]
+    dropped = [k for k in sd if k.startswith(TRAINING_HEADS) and k not in own]
+    heads = [k for k in own if k.startswith(TRAINING_HEADS) and k not in sd]
+    sd = {k: v for k, v in sd.items() if k not in dropped}
+    missing = [k for k in own if k not in sd and k not in heads]
     fresh = [k for k in missing if any(s in k for s in HIERARCHY_KEYS)]
     missing = [k for k in missing if k not in fresh]
     unexpected = [k for k in sd if k not in own]
@@ -97,6 +102,9 @@ def load_weights(model: HiCLIP, path: str | Path, expected_name: str | None = No
     if fresh:
         log.info("%s: %d hierarchy parameters newly initialised (not in the file): %s",
                  Path(path).name, len(fresh), ", ".join(fresh))
+    if heads or dropped:
+        log.info("%s: DeCLIP training heads: %d tensors newly initialised, %d in the file not used",
+                 Path(path).name, len(heads), len(dropped))
     return fresh
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from .attention import ChainStructure
 from .config import ModelCfg
+from .heads import DeCLIPHeads
 from .towers import (ImageHierarchy, TextHierarchy, VisionTower, build_text_parts, chain_mask, content_mask,
                      text_hierarchy)
 
@@ -30,24 +31,28 @@ class HiCLIP(nn.Module):
         causal = torch.full((self.context_length, self.context_length), float("-inf")).triu_(1)
         self.register_buffer("attn_mask", causal, persistent=False)
         self.logit_scale = nn.Parameter(torch.tensor(cfg.init_logit_scale))
+        if cfg.declip is not None:  # training heads of the DeCLIP objective
+            self.declip = DeCLIPHeads(cfg.declip, cfg.embed_dim, cfg.text_cfg.width, cfg.text_cfg.vocab_size)
 
     @property
     def has_hierarchy(self) -> bool:
         return self.cfg.has_hierarchy
 
-    def encode_image(self, images: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False
-                     ) -> torch.Tensor | tuple[torch.Tensor, ImageHierarchy]:
-        """images (B, 3, S, S) -> features (B, E) [, ImageHierarchy if ``return_hierarchy``]."""
+    def encode_image(self, images: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False,
+                     return_tokens: bool = False) -> torch.Tensor | tuple:
+        """images (B, 3, S, S) -> features (B, E) [, token states (B, 1+H*W, D) after ``ln_post``,
+        CLS first, if ``return_tokens``] [, ImageHierarchy if ``return_hierarchy``]."""
         if return_hierarchy:
             self._require_hierarchy(self.cfg.vision_cfg.hierarchy.enabled, "image")
-            features, hier = self.visual(images, return_hierarchy=True)
-            return (F.normalize(features, dim=-1) if normalize else features), hier
-        features = self.visual(images)
-        return F.normalize(features, dim=-1) if normalize else features
+        out = self.visual(images, return_hierarchy=return_hierarchy, return_tokens=return_tokens)
+        out = out if isinstance(out, tuple) else (out,)
+        features = F.normalize(out[0], dim=-1) if normalize else out[0]
+        return (features, *out[1:]) if len(out) > 1 else features
 
-    def encode_text(self, tokens: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False
-                    ) -> torch.Tensor | tuple[torch.Tensor, TextHierarchy]:
-        """tokens (B, N<=ctx) ids -> features (B, E) at the end-of-text token [, TextHierarchy]."""
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False,
+                    return_tokens: bool = False) -> torch.Tensor | tuple:
+        """tokens (B, N<=ctx) ids -> features (B, E) at the end-of-text token [, token states
+        (B, N, W) after ``ln_final``, 0 after end-of-text, if ``return_tokens``] [, TextHierarchy]."""
         if return_hierarchy:
             self._require_hierarchy(self.cfg.text_cfg.hierarchy.enabled, "text")
         self._check_tokens(tokens)
@@ -59,9 +64,10 @@ class HiCLIP(nn.Module):
         x = self.ln_final(x)
         pooled = self._pool_text(x, tokens) @ self.text_projection
         features = F.normalize(pooled, dim=-1) if normalize else pooled
+        extra = [x * chain_mask(tokens).unsqueeze(-1)] if return_tokens else []
         if return_hierarchy:
-            return features, text_hierarchy(history, content, self.transformer.hierarchy_layers)
-        return features
+            extra.append(text_hierarchy(history, content, self.transformer.hierarchy_layers))
+        return (features, *extra) if extra else features
 
     def forward(self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:

@@ -91,21 +91,24 @@ class VisionTower(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2:] != (s, s):
             raise ValueError(f"expected images of shape (B, 3, {s}, {s}), got {tuple(images.shape)}")
 
-    def forward(self, images: torch.Tensor, return_hierarchy: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, ImageHierarchy]:
-        """images (B, 3, S, S) -> features (B, E) [, ImageHierarchy]."""
+    def forward(self, images: torch.Tensor, return_hierarchy: bool = False, return_tokens: bool = False
+                ) -> torch.Tensor | tuple:
+        """images (B, 3, S, S) -> features (B, E) [, token states (B, 1+H*W, D) after ``ln_post``]
+        [, ImageHierarchy]."""
         self.check_input(images)
         x = self.conv1(images).flatten(2).transpose(1, 2)  # (B, H*W, D)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.ln_pre(x)
         x, history = self.transformer(x, structure=GridStructure(self.grid, offset=1))
-        pooled = self.pool(self.ln_post(x)) @ self.proj
-        if not return_hierarchy:
-            return pooled
-        h = torch.stack([links[0] for links in history], 1)
-        v = torch.stack([links[1] for links in history], 1)
-        return pooled, ImageHierarchy(h, v, self.transformer.hierarchy_layers)
+        states = self.ln_post(x)
+        pooled = self.pool(states) @ self.proj
+        extra = [states] if return_tokens else []
+        if return_hierarchy:
+            h = torch.stack([links[0] for links in history], 1)
+            v = torch.stack([links[1] for links in history], 1)
+            extra.append(ImageHierarchy(h, v, self.transformer.hierarchy_layers))
+        return (pooled, *extra) if extra else pooled
 
 
 def content_mask(tokens: torch.Tensor) -> torch.Tensor:

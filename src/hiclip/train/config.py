@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import OBJECTIVES
 from ..data.images import DEFAULT_MAX_PIXELS
 
 PRECISIONS = ("fp32", "bf16", "amp")
@@ -25,6 +26,9 @@ class TrainConfig:
     output_dir: str = field(metadata={"help": "run directory: metrics.csv, val.csv, tensorboard/, checkpoints/"})
     model: str = _opt("HiCLIP-Tiny", "model name (see `hiclip models`) or path to a JSON model config")
     pretrained: str | None = _opt(None, "initial weights: a CLIP / open_clip state dict or a hiclip checkpoint")
+    objective: str | None = _opt(None, "training objective: clip, or declip (DeCLIP's multi-view, nearest-neighbour, "
+                                       "SimSiam and masked-LM supervision); default: the model config's",
+                                 choices=OBJECTIVES)
     data: str = _opt("world", "training data: 'world' (the embedded world), 'wds:PATTERN' (WebDataset "
                               "shards, brace-expanded, '::' joins sources) or 'csv:FILE'")
     val_data: str = _opt("world", "validation data spec (its 'val' split), or 'none'")
@@ -80,6 +84,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -78,29 +78,28 @@ def cleanup(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def gather_features(image_features: torch.Tensor, text_features: torch.Tensor, info: DistInfo, *,
-                    local_loss: bool, gather_with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of every rank, rank-major: (b, E) each -> (world_size * b, E) each.
+def gather_features(features: Sequence[torch.Tensor], info: DistInfo, *, local_loss: bool = False,
+                    gather_with_grad: bool = False) -> list[torch.Tensor]:
+    """Each tensor of every rank, rank-major: (b, ...) -> (world_size * b, ...), one per input.
 
     ``gather_with_grad``: a differentiable all-gather (gradients flow back to the rank
     that made each feature). Otherwise a plain all-gather; unless ``local_loss``, this
-    rank's own features are put back in their slot so that they keep their gradient.
+    rank's own tensors are put back in their slot so that they keep their gradient.
     """
     if not info.distributed:
-        return image_features, text_features
+        return list(features)
     if gather_with_grad:
         with warnings.catch_warnings():  # deprecated in favour of a private API; still correct on gloo and NCCL
             warnings.filterwarnings("ignore", message=r".*all_gather is deprecated", category=FutureWarning)
-            return (torch.cat(torch.distributed.nn.all_gather(image_features), 0),
-                    torch.cat(torch.distributed.nn.all_gather(text_features), 0))
+            return [torch.cat(torch.distributed.nn.all_gather(local), 0) for local in features]
     out = []
-    for local in (image_features, text_features):
+    for local in features:
         parts = [torch.empty_like(local) for _ in range(info.world_size)]
         dist.all_gather(parts, local.detach().contiguous())
         if not local_loss:
             parts[info.rank] = local
         out.append(torch.cat(parts, 0))
-    return out[0], out[1]
+    return out
 
 
 def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -21,7 +21,8 @@ from .metrics import MetricsWriter
 from .progress import Progress, StopSignals
 from .scheduler import lr_at, set_lr
 from .optim import make_optimizer
-from .step import StepOptions, accumulate_gradients, apply_gradients, autocast_factory, make_scaler, unwrap
+from .objective import Objective, model_config
+from .step import StepOptions, apply_gradients, autocast_factory, backward_step, make_scaler, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,19 @@ class _Run:
         self.paths = RunPaths(self.out)
         resume_path = self._resume_path()
         parse, self.make_loader = _data_api(cfg, make_loader)
-        size = load_config(cfg.model).vision_cfg.image_size
+        model_cfg = model_config(cfg.model, cfg.objective)
+        size = model_cfg.vision_cfg.image_size
         self.spec = parse(cfg.data, size)
         self.val_spec = None if cfg.val_data == "none" or cfg.val_every == 0 else parse(cfg.val_data, size)
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         for seed in (random.seed, np.random.seed, torch.manual_seed):
             seed(cfg.seed)
-        model, self.train_tf, self.eval_tf = create_model_and_transforms(cfg.model, cfg.pretrained, info.device)
+        model, self.train_tf, self.eval_tf = create_model_and_transforms(
+            cfg.model, cfg.pretrained, info.device, config=model_cfg if cfg.objective else None)
         self.tokenizer = get_tokenizer(cfg.model)
+        self.objective = Objective(model, cfg, info, getattr(self.spec, "kind", None))
+        self.train_tf = self.objective.train_transform(self.train_tf)
         if cfg.grad_checkpointing:
             model.visual.transformer.grad_checkpointing = model.transformer.grad_checkpointing = True
         self.optimizer = make_optimizer(model, cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps, cfg.weight_decay)
@@ -89,8 +94,9 @@ class _Run:
         self.saved_step, self.val_step = -1, -1
         if resume_path is not None:
             self._restore(model, resume_path)
-        self.model = (DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda" else None)
-                      if info.distributed else model)
+        module = self.objective.module
+        self.model = (DistributedDataParallel(module, device_ids=[info.device] if info.device.type == "cuda" else None)
+                      if info.distributed else module)
         self.total_steps = self._total_steps()
 
     def _resume_path(self) -> Path | None:
@@ -123,6 +129,7 @@ class _Run:
         if self.opts.scaler is not None and state.scaler:
             self.opts.scaler.load_state_dict(state.scaler)
         set_rng_state(state.rng[self.info.rank])
+        self.objective.load_state_dict(state.objective or None)
         self.skips = Counter(state.skips[self.info.rank] if state.skips else {})
         self.step, self.epoch, self.batch_in_epoch = state.step, state.epoch, state.batch_in_epoch
         self.last_checkpoint, self.saved_step = path, self.step
@@ -133,7 +140,8 @@ class _Run:
     def _loader(self, epoch: int, start_batch: int, split: str = "train") -> Any:
         train = split == "train"
         return self.make_loader(self.spec if train else self.val_spec, self.train_tf if train else self.eval_tf,
-                                self.tokenizer, self.cfg.batch_size, workers=self.cfg.workers,
+                                self.objective.train_tokenizer(self.tokenizer, epoch) if train else self.tokenizer,
+                                self.cfg.batch_size, workers=self.cfg.workers,
                                 rank=self.info.rank if train else 0, world_size=self.info.world_size if train else 1,
                                 seed=self.cfg.seed, epoch=epoch, start_batch=start_batch, split=split,
                                 drop_last=train)
@@ -154,7 +162,7 @@ class _Run:
         main = self.info.is_main
         if main:
             self.paths.remove_partial_files()
-        self.metrics = MetricsWriter(self.out, self.step, self.cfg.tensorboard) if main else None
+        self.metrics = MetricsWriter(self.out, self.step, self.cfg.tensorboard, self.objective.terms) if main else None
         start_step, started = self.step, time.monotonic()
         self.last_val: dict[str, float] | None = None
         self.last_loss = float("nan")
@@ -211,7 +219,9 @@ class _Run:
         tick = time.monotonic()
         lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup_steps, self.total_steps)
         set_lr(self.optimizer, lr)
-        loss = float(mean_over_ranks(accumulate_gradients(self.model, group, self.opts), self.info))
+        terms = {k: float(mean_over_ranks(v, self.info))
+                 for k, v in backward_step(self.model, group, self.opts, self.epoch).items()}
+        loss = terms["loss"]
         where = f"step {self.step + 1} (epoch {self.epoch}, batch {self.batch_in_epoch + len(group)})"
         if not np.isfinite(loss):
             self._diverged(f"loss is {loss} at {where}")
@@ -221,7 +231,7 @@ class _Run:
         self.step, self.batch_in_epoch, self.last_loss = self.step + 1, self.batch_in_epoch + len(group), loss
         rate = self.cfg.batch_size * len(group) * self.info.world_size / max(time.monotonic() - tick, 1e-9)
         if self.metrics:
-            self.metrics.train({"step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr,
+            self.metrics.train({"step": self.step, "epoch": self.epoch, **terms, "lr": lr,
                                 "logit_scale": unwrap(self.model).logit_scale.exp().item(), "grad_norm": norm,
                                 "samples_per_s": rate, "elapsed_s": bar.elapsed})
         bar.update(loss=loss, lr=lr, rate=rate)
@@ -248,7 +258,7 @@ class _Run:
                 rng=[r for r, _ in per_rank], skips=[s for _, s in per_rank],
                 step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
                 world_size=self.info.world_size, batch_size=self.cfg.batch_size,
-                accum_freq=self.cfg.accum_freq, config=self.cfg.to_dict())
+                accum_freq=self.cfg.accum_freq, config=self.cfg.to_dict(), objective=self.objective.state_dict() or {})
             self.paths.save(state, self.cfg.keep_checkpoints)
         self.last_checkpoint, self.saved_step = self.paths.latest, self.step
         barrier(self.info)

@@ -7,6 +7,11 @@ import torch.nn.functional as F
 from .distributed import DistInfo, gather_features
 
 
+def full(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or float64 if it is (losses never run in half precision)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
                      info: DistInfo = DistInfo(), *, local_loss: bool = False,
                      gather_with_grad: bool = False) -> torch.Tensor:
@@ -20,16 +25,36 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     if image_features.shape != text_features.shape or image_features.dim() != 2:
         raise ValueError(f"expected image and text features of one shape (b, E), got "
                          f"{tuple(image_features.shape)} and {tuple(text_features.shape)}")
-    image_features, text_features = image_features.float(), text_features.float()
-    all_image, all_text = gather_features(image_features, text_features, info,
+    image_features, text_features = full(image_features), full(text_features)
+    all_image, all_text = gather_features((image_features, text_features), info,
                                           local_loss=local_loss, gather_with_grad=gather_with_grad)
-    n = image_features.shape[0]
+    return gathered_contrastive_loss(image_features, text_features, all_image, all_text, logit_scale, info,
+                                     local_loss=local_loss)
+
+
+def gathered_contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, all_image: torch.Tensor,
+                              all_text: torch.Tensor, logit_scale: torch.Tensor, info: DistInfo = DistInfo(), *,
+                              local_loss: bool = False) -> torch.Tensor:
+    """``contrastive_loss`` of this rank's (b, E) features and every rank's (B, E), already gathered."""
     if info.distributed and local_loss:
         logits_image = logit_scale * image_features @ all_text.T
         logits_text = logit_scale * text_features @ all_image.T
-        labels = torch.arange(n, device=image_features.device) + n * info.rank
+        labels = local_labels(image_features.shape[0], info, image_features.device)
     else:
         logits_image = logit_scale * all_image @ all_text.T
         logits_text = logits_image.T
         labels = torch.arange(all_image.shape[0], device=image_features.device)
     return (F.cross_entropy(logits_image, labels) + F.cross_entropy(logits_text, labels)) / 2
+
+
+def local_labels(n: int, info: DistInfo, device: torch.device) -> torch.Tensor:
+    """(n,) positions of this rank's n rows among every rank's, rank-major: ``rank * n + arange(n)``."""
+    return torch.arange(n, device=device) + n * info.rank
+
+
+def image_to_text_loss(image_features: torch.Tensor, all_text: torch.Tensor, logit_scale: torch.Tensor,
+                       info: DistInfo = DistInfo()) -> torch.Tensor:
+    """Cross-entropy of this rank's images (b, E) over every rank's texts (B, E), rank-major;
+    image i's positive is its own row of ``all_text``. One direction only."""
+    logits = logit_scale * image_features @ all_text.T
+    return F.cross_entropy(logits, local_labels(image_features.shape[0], info, image_features.device))

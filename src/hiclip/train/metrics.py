@@ -34,11 +34,13 @@ class MetricsWriter:
     """Writes ``OUT/metrics.csv``, ``OUT/val.csv`` and (optionally) ``OUT/tensorboard/``.
 
     ``keep_until``: the step the run starts from (0 for a fresh run); earlier rows are kept.
+    ``terms``: the objective's loss terms, extra columns of ``metrics.csv`` (and TensorBoard).
     """
 
-    def __init__(self, out_dir: Path, keep_until: int = 0, tensorboard: bool = True):
+    def __init__(self, out_dir: Path, keep_until: int = 0, tensorboard: bool = True, terms: tuple[str, ...] = ()):
         out_dir.mkdir(parents=True, exist_ok=True)
-        self._train = _open_csv(out_dir / "metrics.csv", TRAIN_FIELDS, keep_until)
+        fields = TRAIN_FIELDS[:3] + tuple(terms) + TRAIN_FIELDS[3:]  # loss terms after the total loss
+        self._train = _open_csv(out_dir / "metrics.csv", fields, keep_until)
         self._val = _open_csv(out_dir / "val.csv", VAL_FIELDS, keep_until)
         self._tb = None
         if tensorboard:
@@ -55,7 +57,7 @@ class MetricsWriter:
                     self._tb.add_scalar(f"{prefix}/{key}", value, int(row["step"]))
 
     def train(self, row: dict[str, float]) -> None:
-        """One optimizer step: keys of ``TRAIN_FIELDS``."""
+        """One optimizer step: keys of ``TRAIN_FIELDS`` and the loss terms."""
         self._write(self._train, "train", row)
 
     def val(self, row: dict[str, float]) -> None:

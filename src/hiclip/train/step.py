@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .declip import DeCLIPLoss
 from .distributed import DistInfo
 from .loss import contrastive_loss
 
@@ -39,7 +40,9 @@ def make_scaler(precision: str) -> torch.amp.GradScaler | None:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    """The HiCLIP model inside DDP and / or an objective module."""
+    model = model.module if isinstance(model, DistributedDataParallel) else model
+    return model.model if isinstance(model, DeCLIPLoss) else model
 
 
 @dataclass
@@ -89,6 +92,24 @@ def accumulate_gradients(model: nn.Module, batches: list[Batch], opts: StepOptio
                                     local_loss=opts.local_loss, gather_with_grad=opts.gather_with_grad)
             (opts.scaler.scale(loss) if opts.scaler else loss).backward()
     return loss.detach()
+
+
+def backward_step(model: nn.Module, batches: list[Batch], opts: StepOptions, epoch: int = 0
+                  ) -> dict[str, torch.Tensor]:
+    """Gradients of one optimizer step for the model's objective -> detached loss terms:
+    ``{"loss"}`` for CLIP (``accumulate_gradients``), ``{"loss", *declip.TERMS}`` for a
+    ``DeCLIPLoss`` (one micro-batch; its queue is filled for ``epoch``)."""
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    if not isinstance(inner, DeCLIPLoss):
+        return {"loss": accumulate_gradients(model, batches, opts)}
+    if len(batches) != 1:
+        raise ValueError(f"the DeCLIP objective takes one micro-batch per step, got {len(batches)} "
+                         "(--accum-freq is not supported with it)")
+    images, tokens = _to(batches[0], opts.info.device)
+    with opts.autocast():
+        terms = model(images, tokens, epoch)
+    (opts.scaler.scale(terms["loss"]) if opts.scaler else terms["loss"]).backward()
+    return {k: v.detach() for k, v in terms.items()}
 
 
 def apply_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, opts: StepOptions) -> float:

@@ -4,7 +4,8 @@ Nothing here holds parameters. Shapes use ``B`` batch, ``N`` tokens, ``G`` the
 width of the neighbour projections, ``H``/``W`` the patch grid.
 
 * :func:`chain_links` / :func:`grid_links` — neighbour-softmax link affinities
-  ``â_ij = sqrt(p_ij p_ji + 1e-9)`` of one layer (§1.1–1.2).
+  ``â_ij = min(1, sqrt(p_ij p_ji + 1e-9))`` of one layer (§1.1–1.2), in (0, 1] so that
+  path costs ``-log â`` are never negative.
 * :func:`constrain` — the hierarchical constraint ``a^l = a^{l-1} + (1 - a^{l-1}) â^l`` (§1.3).
 * :func:`chain_prior` / :func:`grid_prior` — constituent priors ``C`` (§1.4), in
   O(N²) time and memory: path products are ``exp(-|L_a - L_b| ...)`` of cumulative
@@ -12,6 +13,10 @@ width of the neighbour projections, ``H``/``W`` the patch grid.
   accuracy in float32.
 * :func:`embed_prior` — place a content prior inside the full token sequence,
   special tokens (CLS, start/end of text) and padding getting ``C = 1``.
+* :func:`chain_costs` / :func:`grid_costs` — the O(N) cumulative-cost tables behind the
+  priors, and :func:`chain_log_prior_at` / :func:`grid_log_prior_at` — ``log C`` at
+  given (batch, query, key) indices from those tables. Attention kernels evaluate these
+  inside the kernel (flex attention) or over broadcast index grids, never storing C.
 """
 from __future__ import annotations
 
@@ -30,6 +35,12 @@ def _masked_softmax(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     neg = torch.finfo(scores.dtype).min
     p = torch.softmax(scores.masked_fill(~valid, neg), dim=-1)
     return p * valid
+
+
+def _affinity(pp: torch.Tensor) -> torch.Tensor:
+    """``p_ij * p_ji`` -> link ``min(1, sqrt(p_ij p_ji + eps))`` (two tokens that choose only each
+    other would otherwise get 1 + 5e-10, a negative path cost)."""
+    return torch.sqrt(pp + LINK_EPS).clamp_max(1.0)
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -61,7 +72,7 @@ def chain_links(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor | None = N
     ok = torch.stack([torch.cat([pad_ok, edge_ok], 1), torch.cat([edge_ok, pad_ok], 1)], -1)
     p = _masked_softmax(scores.to(_work_dtype(scores.dtype)), ok)
     p_right, p_left = p[:, :-1, 1], p[:, 1:, 0]  # p_{i -> i+1}, p_{i+1 -> i}
-    return torch.sqrt(p_right * p_left + LINK_EPS) * edge_ok
+    return _affinity(p_right * p_left) * edge_ok
 
 
 def grid_links(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,8 +107,8 @@ def grid_links(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple
     ok[0, :, 2] = False
     ok[-1, :, 3] = False
     p = _masked_softmax(scores, ok.expand(B, H, W, 4))
-    h = torch.sqrt(p[:, :, :-1, 1] * p[:, :, 1:, 0] + LINK_EPS)
-    v = torch.sqrt(p[:, :-1, :, 3] * p[:, 1:, :, 2] + LINK_EPS)
+    h = _affinity(p[:, :, :-1, 1] * p[:, :, 1:, 0])
+    v = _affinity(p[:, :-1, :, 3] * p[:, 1:, :, 2])
     return h, v
 
 
@@ -191,3 +202,52 @@ def embed_prior(prior: torch.Tensor, inside: torch.Tensor | None = None, offset:
         both = inside.unsqueeze(-1) & inside.unsqueeze(-2)
         prior = torch.where(both, prior, torch.ones_like(prior))
     return F.pad(prior, (offset, total - offset - M, offset, total - offset - M), value=1.0)
+
+
+def chain_costs(links: torch.Tensor) -> torch.Tensor:
+    """Cumulative path cost of a chain: (..., N-1) links -> (..., N) float64, ``L[0] = 0``,
+    ``L[t] = sum_{k<t} -log links[k]``; ``log C[i, j] = -|L[i] - L[j]|``."""
+    return _cost(links)
+
+
+def grid_costs(h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cumulative path costs along the rows and columns of an H×W grid, float64.
+
+    Args:
+        h: (B, H, W-1) horizontal links;  v: (B, H-1, W) vertical links.
+
+    Returns:
+        ``row``, ``col``, each (B, H*W) over row-major patches ``p = r*W + c``:
+        ``row[p]`` the cost along row r from column 0 to c, ``col[p]`` along column c from row 0 to r.
+    """
+    B, H, W = h.shape[0], h.shape[1], h.shape[2] + 1
+    row = _cost(h).reshape(B, H * W)
+    col = _cost(v.transpose(-1, -2)).transpose(-1, -2).reshape(B, H * W)
+    return row, col
+
+
+def chain_log_prior_at(cost: torch.Tensor, inside: torch.Tensor, b, i, j) -> torch.Tensor:
+    """``log C`` of a chain over the full sequence at (batch b, token i, token j).
+
+    Args:
+        cost: (B, N) :func:`chain_costs` of the links (links off the chain set to 1).
+        inside: (B, N) 1.0 for tokens on the chain, 0.0 for the others (``C = 1`` rows and columns).
+        b, i, j: integer index tensors, broadcast against each other (or scalars inside a kernel).
+    """
+    return -(cost[b, i] - cost[b, j]).abs() * (inside[b, i] * inside[b, j])
+
+
+def grid_log_prior_at(row: torch.Tensor, col: torch.Tensor, width: int, offset: int, b, i, j) -> torch.Tensor:
+    """``log C`` of a grid prior over the full sequence at (batch b, token i, token j).
+
+    Tokens ``offset + r*width + c`` are the patches; the ``offset`` leading tokens (CLS) get
+    ``log C = 0``. ``row``, ``col``: (B, H*W) :func:`grid_costs`. The cost of the better of
+    the two L-shaped paths, as :func:`grid_prior`.
+    """
+    pi, pj = (i - offset).clamp_min(0), (j - offset).clamp_min(0)
+    corner1 = pi - pi % width + pj % width  # (r_i, c_j): along row r_i first
+    corner2 = pj - pj % width + pi % width  # (r_j, c_i): along column c_i first
+    via1 = (row[b, pi] - row[b, corner1]).abs() + (col[b, corner1] - col[b, pj]).abs()
+    via2 = (col[b, pi] - col[b, corner2]).abs() + (row[b, corner2] - row[b, pj]).abs()
+    on_grid = (i >= offset) & (j >= offset)
+    return torch.where(on_grid, -torch.minimum(via1, via2), 0.0)

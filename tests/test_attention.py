@@ -71,31 +71,36 @@ def loop_grid_prior(h, v, offset):
                         for b in range(B)])
 
 
-def chain_case(causal):
+def chain_case(causal, device="cpu", dtype=torch.float64):
     """Text: SOT, words, EOT on the chain, padding after (sample 0 padded, sample 1 full)."""
     N = 7
     inside = torch.ones(2, N, dtype=torch.bool)
     inside[0, 5:] = False
     if causal:
-        mask = torch.full((N, N), float("-inf"), dtype=torch.float64).triu(1)
+        mask = torch.full((N, N), float("-inf"), dtype=dtype).triu(1)
     else:
-        mask = torch.zeros(2, 1, 1, N, dtype=torch.float64).masked_fill(~inside[:, None, None, :], float("-inf"))
-    return ChainStructure(inside), mask, lambda links: loop_chain_prior(links[0], inside), N
+        mask = torch.zeros(2, 1, 1, N, dtype=dtype).masked_fill(~inside[:, None, None, :], float("-inf"))
+    loop_prior = lambda links: loop_chain_prior(links[0].cpu().double(), inside)  # noqa: E731
+    return ChainStructure(inside.to(device)), mask.to(device), loop_prior, N
 
 
-def grid_case():
+def grid_case(device="cpu", dtype=torch.float64):
     """Image: CLS then a 2x3 patch grid."""
-    return GridStructure((2, 3), offset=1), None, lambda links: loop_grid_prior(*links, offset=1), 7
+    loop_prior = lambda links: loop_grid_prior(*(a.cpu().double() for a in links), offset=1)  # noqa: E731
+    return GridStructure((2, 3), offset=1), None, loop_prior, 7
 
 
-CASES = {"chain-causal": lambda: chain_case(True), "chain-bidirectional": lambda: chain_case(False),
+CASES = {"chain-causal": lambda *a: chain_case(True, *a), "chain-bidirectional": lambda *a: chain_case(False, *a),
          "grid-cls": grid_case}
 
 
-def run(attn, case, reference):
-    """Forward + backward of one attention layer with its links from x -> (out, grads)."""
-    structure, mask, loop_prior, n = CASES[case]()
-    x = torch.randn(2, n, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+def run(attn, case, reference, device="cpu", dtype=torch.float64):
+    """Forward + backward of one attention layer with its links from x -> (out, grads).
+
+    The reference runs in float64 on the CPU whatever ``attn``'s device and dtype."""
+    structure, mask, loop_prior, n = CASES[case](device, dtype)
+    x = torch.randn(2, n, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = x.to(device, dtype).requires_grad_()
     links = structure.links(*attn.neighbour_qk(x))
     if reference:
         out = loop_attention(attn, x, loop_prior(links), mask, attn.renormalize)
@@ -103,7 +108,7 @@ def run(attn, case, reference):
         out = attn(x, mask, Prior(structure, links))
     weight = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     params = [x, attn.in_proj_weight, attn.in_proj_bias, attn.link_q.weight, attn.link_k.weight]
-    grads = torch.autograd.grad((out * weight).sum(), params)
+    grads = torch.autograd.grad((out * weight.to(device, dtype)).sum(), params)
     return out, dict(zip(["x", "in_proj_weight", "in_proj_bias", "link_q", "link_k"], grads))
 
 

@@ -108,3 +108,15 @@ def test_whole_model_lean_equals_materialized(renormalize, causal):
     for name, g in grads.items():
         torch.testing.assert_close(g, ref_grads[name], atol=1e-12, rtol=1e-9, msg=lambda m: f"{name}: {m}")
     assert grads["visual.transformer.resblocks.3.attn.link_q.weight"].abs().max() > 0
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_prior_tables_give_log_prior_and_prior(case):
+    """The O(N) tables evaluated at every index pair = the dense log prior = log of the reference C."""
+    structure, _, _, n = CASES[case]()
+    attn = make()
+    links = structure.links(*attn.neighbour_qk(torch.randn(2, n, 16, dtype=torch.float64)))
+    log_c = structure.log_prior(links)
+    torch.testing.assert_close(structure.tables(links).log_dense(n), log_c, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(torch.exp(log_c), structure.prior(links), atol=1e-14, rtol=1e-12)
+    assert torch.isfinite(log_c).all() and log_c.max() == 0

@@ -33,8 +33,11 @@ class Structure(Protocol):
     def prior(self, links: Links) -> torch.Tensor:
         """Cumulative links ``a^l`` -> constituent prior C (B, N, N) over the full sequence."""
 
+    def log_prior(self, links: Links) -> torch.Tensor:
+        """Cumulative links ``a^l`` -> ``log C`` (B, N, N), finite, without the exp/log round trip."""
+
     def tables(self, links: Links) -> PriorTables:
-        """Cumulative links ``a^l`` -> ``log C`` as O(N) tables (``exp`` of it equals :meth:`prior`)."""
+        """Cumulative links ``a^l`` -> ``log C`` as O(N) tables (for kernels that never store C)."""
 
 
 class ChainStructure:
@@ -52,6 +55,11 @@ class ChainStructure:
         edge_ok = self.inside[:, :-1] & self.inside[:, 1:]
         c = hi.chain_prior(torch.where(edge_ok, a, torch.ones_like(a)))
         return hi.embed_prior(c, self.inside)
+
+    def log_prior(self, links: Links) -> torch.Tensor:
+        (a,) = links
+        edge_ok = self.inside[:, :-1] & self.inside[:, 1:]
+        return hi.embed_prior(hi.chain_log_prior(torch.where(edge_ok, a, torch.ones_like(a))), self.inside, fill=0.0)
 
     def tables(self, links: Links) -> PriorTables:
         (a,) = links
@@ -72,6 +80,9 @@ class GridStructure:
 
     def prior(self, links: Links) -> torch.Tensor:
         return hi.embed_prior(hi.grid_prior(*links), offset=self.offset)
+
+    def log_prior(self, links: Links) -> torch.Tensor:
+        return hi.embed_prior(hi.grid_log_prior(*links), offset=self.offset, fill=0.0)
 
     def tables(self, links: Links) -> PriorTables:
         return PriorTables("grid", hi.grid_costs(*links), (self.grid[1], self.offset))

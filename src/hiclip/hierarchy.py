@@ -148,8 +148,12 @@ def chain_prior(links: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., N, N) ``C[i, j] = prod_{k=min(i,j)}^{max(i,j)-1} links[k]``, ``C[i, i] = 1``.
     """
-    out = torch.exp(-_path(_cost(links), links.dtype))
-    return out.to(links.dtype)
+    return torch.exp(chain_log_prior(links)).to(links.dtype)
+
+
+def chain_log_prior(links: torch.Tensor) -> torch.Tensor:
+    """``log`` of :func:`chain_prior`, (..., N, N), in ``links.dtype`` (float32 at least); never -inf."""
+    return -_path(_cost(links), links.dtype)
 
 
 def grid_prior(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -164,6 +168,11 @@ def grid_prior(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         ``C[i, j] = max(P(row r_i: c_i→c_j, then column c_j: r_i→r_j),
         P(column c_i: r_i→r_j, then row r_j: c_i→c_j))``.
     """
+    return torch.exp(grid_log_prior(h, v)).to(h.dtype)
+
+
+def grid_log_prior(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``log`` of :func:`grid_prior`, (..., H*W, H*W), in ``h.dtype`` (float32 at least); never -inf."""
     H, W = h.shape[-2], h.shape[-1] + 1
     if v.shape[-2:] != (H - 1, W):
         raise ValueError(f"grid_prior: h {tuple(h.shape)} implies v (..., {H - 1}, {W}), got {tuple(v.shape)}")
@@ -172,8 +181,8 @@ def grid_prior(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     # broadcast to axes (r_i, c_i, r_j, c_j)
     row_then_col = row.unsqueeze(-2) + _last3(col, 1, 2, 0).unsqueeze(-3)
     col_then_row = _last3(col, 1, 0, 2).unsqueeze(-1) + _last3(row, 1, 0, 2).unsqueeze(-4)
-    out = torch.exp(-torch.minimum(row_then_col, col_then_row))
-    return out.reshape(*out.shape[:-4], H * W, H * W).to(h.dtype)
+    out = -torch.minimum(row_then_col, col_then_row)
+    return out.reshape(*out.shape[:-4], H * W, H * W)
 
 
 def _last3(t: torch.Tensor, *order: int) -> torch.Tensor:
@@ -183,7 +192,7 @@ def _last3(t: torch.Tensor, *order: int) -> torch.Tensor:
 
 
 def embed_prior(prior: torch.Tensor, inside: torch.Tensor | None = None, offset: int = 0,
-                total: int | None = None) -> torch.Tensor:
+                total: int | None = None, fill: float = 1.0) -> torch.Tensor:
     """Place a content prior inside the full token sequence (special tokens get C = 1).
 
     Args:
@@ -192,16 +201,17 @@ def embed_prior(prior: torch.Tensor, inside: torch.Tensor | None = None, offset:
             become 1 (padding, end of text). None: all inside.
         offset: index of the first content token in the full sequence (1 after CLS / start).
         total: full sequence length N (default ``offset + M``).
+        fill: the value elsewhere (1; 0 to place a log prior).
 
     Returns:
-        (B, N, N) with ``C[i, j] = prior`` for content pairs and 1 elsewhere.
+        (B, N, N) with ``C[i, j] = prior`` for content pairs and ``fill`` elsewhere.
     """
     M = prior.shape[-1]
     total = offset + M if total is None else total
     if inside is not None:
         both = inside.unsqueeze(-1) & inside.unsqueeze(-2)
-        prior = torch.where(both, prior, torch.ones_like(prior))
-    return F.pad(prior, (offset, total - offset - M, offset, total - offset - M), value=1.0)
+        prior = torch.where(both, prior, torch.full_like(prior, fill))
+    return F.pad(prior, (offset, total - offset - M, offset, total - offset - M), value=fill)
 
 
 def chain_costs(links: torch.Tensor) -> torch.Tensor:

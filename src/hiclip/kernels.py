@@ -81,16 +81,19 @@ class Prior:
         return self._dense if self._dense is not None else self.structure.prior(self.links)
 
     def tables(self) -> PriorTables:
+        """``log C`` as O(N) tables (a given C: its log as a dense table)."""
         if self._dense is not None:
-            return PriorTables("dense", (torch.log(self._dense.clamp_min(torch.finfo(self._dense.dtype).tiny)),))
+            return PriorTables("dense", (self._log_given(),))
         return self.structure.tables(self.links)
 
-    def log_dense(self, n: int, dtype: torch.dtype) -> torch.Tensor:
-        """(B, N, N) log C in ``dtype``; from a structure under checkpointing (only links kept)."""
+    def log_dense(self, dtype: torch.dtype) -> torch.Tensor:
+        """(B, N, N) log C in ``dtype``; from a structure under checkpointing (only the links are kept)."""
         if self._dense is not None:
-            return self.tables().log_dense(n).to(dtype)
-        return checkpoint(lambda *links: self.structure.tables(links).log_dense(n).to(dtype),
-                          *self.links, use_reentrant=False)
+            return self._log_given().to(dtype)
+        return checkpoint(lambda *links: self.structure.log_prior(links).to(dtype), *self.links, use_reentrant=False)
+
+    def _log_given(self) -> torch.Tensor:
+        return torch.log(self._dense.clamp_min(torch.finfo(self._dense.dtype).tiny))
 
 
 def materialized_attention(q, k, v, mask, prior: Prior, multiplicative: bool) -> torch.Tensor:
@@ -123,9 +126,33 @@ def _attend(q, k, v, bias):
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias)
 
 
-def _heads_per_chunk(q: torch.Tensor) -> int:
-    B, H, N, _ = q.shape
-    return max(1, min(H, CHUNK_BYTES // max(1, B * N * N * q.element_size())))
+def _scores_by_head_chunk(q, k, mask):
+    """Yields (heads slice, ``QKᵀ/√d + mask`` (B, c, N, N)) for chunks of c heads (:data:`CHUNK_BYTES`)."""
+    B, H, N, d = q.shape
+    step = max(1, min(H, CHUNK_BYTES // max(1, B * N * N * q.element_size())))
+    for h0 in range(0, H, step):
+        sl = slice(h0, h0 + step)
+        s = (q[:, sl] * d ** -0.5) @ k[:, sl].transpose(-1, -2)
+        if mask is not None:
+            s += mask
+        yield sl, s
+
+
+def _multiplicative_forward(q, k, v, log_c, mask):
+    """``(C ⊙ softmax(s)) V`` and ``LSE(s)`` (B, h, N), head chunk by head chunk: one exp per score.
+
+    ``C ⊙ softmax(s) = (C ⊙ exp(s − m)) / Σ exp(s − m)`` with m the row maximum; equal to
+    ``r_i softmax(s + log C)`` (docs/design.md §1.7), computed here in one pass over the scores.
+    """
+    c = log_c.exp().unsqueeze(1)
+    out, lse = torch.empty_like(q), q.new_empty(q.shape[:-1])
+    for sl, s in _scores_by_head_chunk(q, k, mask):
+        m = s.amax(-1, keepdim=True)
+        e = s.sub_(m).exp_()
+        z = e.sum(-1, keepdim=True)
+        out[:, sl] = (e.mul_(c) @ v[:, sl]) / z
+        lse[:, sl] = (m + z.log()).squeeze(-1)
+    return out, lse
 
 
 class LeanAttention(torch.autograd.Function):
@@ -138,13 +165,10 @@ class LeanAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, log_c, mask, multiplicative):
-        bias = log_c.unsqueeze(1) if mask is None else log_c.unsqueeze(1) + mask
-        out, lse_c = _attend(q, k, v, bias)
         if multiplicative:
-            lse = _attend(q, k, v, mask)[1]
-            out = out * torch.exp(lse_c - lse).unsqueeze(-1)
+            out, lse = _multiplicative_forward(q, k, v, log_c, mask)
         else:
-            lse = lse_c
+            out, lse = _attend(q, k, v, log_c.unsqueeze(1) if mask is None else log_c.unsqueeze(1) + mask)
         ctx.multiplicative = multiplicative
         ctx.save_for_backward(q, k, v, log_c, mask, out, lse)
         return out
@@ -152,17 +176,13 @@ class LeanAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         q, k, v, log_c, mask, out, lse = ctx.saved_tensors
+        dout = dout.contiguous()
         scale = q.shape[-1] ** -0.5
         delta = (dout * out).sum(-1, keepdim=True)  # (B, h, N, 1)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dlog_c = torch.zeros_like(log_c)
         c = log_c.exp().unsqueeze(1) if ctx.multiplicative else None
-        step = _heads_per_chunk(q)
-        for h0 in range(0, q.shape[1], step):
-            sl = slice(h0, h0 + step)
-            s = (q[:, sl] * scale) @ k[:, sl].transpose(-1, -2)
-            if mask is not None:
-                s += mask
+        for sl, s in _scores_by_head_chunk(q, k, mask):
             dw = dout[:, sl] @ v[:, sl].transpose(-1, -2)
             if ctx.multiplicative:  # W = C ⊙ P, dS = W ⊙ dW − P δ, d log C = Σ_h W ⊙ dW
                 p = s.sub_(lse[:, sl].unsqueeze(-1)).exp_()
@@ -182,12 +202,12 @@ class LeanAttention(torch.autograd.Function):
 
 
 def lean_attention(q, k, v, mask, prior: Prior, multiplicative: bool) -> torch.Tensor:
-    """:class:`LeanAttention` with ``log C`` from the prior's tables; half precision is computed in float32."""
+    """:class:`LeanAttention` with ``log C`` from the prior; half precision is computed in float32."""
     dtype = q.dtype
     work = torch.promote_types(dtype, torch.float32)
-    q, k, v = (t.to(work) for t in (q, k, v))
+    q, k, v = (t.to(work).contiguous() for t in (q, k, v))  # (B, h, N, d) batches of matrices for bmm
     mask = None if mask is None else mask.to(work)
-    log_c = prior.log_dense(q.shape[-2], work)
+    log_c = prior.log_dense(work)
     return LeanAttention.apply(q, k, v, log_c, mask, multiplicative).to(dtype)
 
 
@@ -203,15 +223,17 @@ def resolve(kernel: str, device: torch.device) -> str:
 def prior_attention(q, k, v, mask, prior: Prior, multiplicative: bool, kernel: str = "auto") -> torch.Tensor:
     """Prior-weighted attention of (B, h, N, d) q, k, v with the chosen kernel -> (B, h, N, d).
 
-    ``mask``: additive, broadcastable to (B, h, N, N) (no gradient), or None.
+    ``mask``: additive, broadcastable to (B, h, N, N) (no gradient), or None. Under autocast the
+    lean and flex kernels take q, k, v as they come (bf16/fp16 from the projections) and run
+    their own arithmetic outside autocast.
     """
     kernel = resolve(kernel, q.device)
-    if kernel == "flex":
-        from . import kernels_flex  # imported on CUDA only
-        out = kernels_flex.flex_prior_attention(q, k, v, mask, prior.tables(), multiplicative)
-        if out is not None:
-            return out
-        kernel = "lean"
-    if kernel == "lean":
+    if kernel == "materialized":
+        return materialized_attention(q, k, v, mask, prior, multiplicative)
+    with torch.autocast(q.device.type, enabled=False):
+        if kernel == "flex":
+            from . import kernels_flex  # imported on CUDA only
+            out = kernels_flex.flex_prior_attention(q, k, v, mask, prior.tables(), multiplicative)
+            if out is not None:
+                return out
         return lean_attention(q, k, v, mask, prior, multiplicative)
-    return materialized_attention(q, k, v, mask, prior, multiplicative)

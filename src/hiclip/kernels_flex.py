@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 _compiled = None
 _failed: str | None = None
+_flex = _aux_request = None  # torch.nn.attention.flex_attention's, imported on first use
 
 
 def _mask_at(mask: torch.Tensor | None):
@@ -61,8 +62,7 @@ def attention_with_tables(attend, q, k, v, mask, kind: str, tables: tuple, geome
 
 
 def _flex_attend(q, k, v, score_mod):
-    from torch.nn.attention.flex_attention import AuxRequest, flex_attention
-    out, aux = flex_attention(q, k, v, score_mod=score_mod, return_aux=AuxRequest(lse=True))
+    out, aux = _flex(q, k, v, score_mod=score_mod, return_aux=_aux_request(lse=True))
     return out, aux.lse
 
 
@@ -72,13 +72,15 @@ def _entry(q, k, v, mask, kind, tables, geometry, multiplicative):
 
 def flex_prior_attention(q, k, v, mask, prior: PriorTables, multiplicative: bool) -> torch.Tensor | None:
     """(B, h, N, d) q, k, v -> (B, h, N, d) through compiled flex attention; None if unavailable."""
-    global _compiled, _failed
+    global _compiled, _failed, _flex, _aux_request
     if _failed is not None:
         return None
     work = torch.promote_types(q.dtype, torch.float32)
     tables = tuple(t.to(work) for t in prior.tables)
     try:
         if _compiled is None:
+            from torch.nn.attention.flex_attention import AuxRequest, flex_attention
+            _flex, _aux_request = flex_attention, AuxRequest
             _compiled = torch.compile(_entry, dynamic=False, fullgraph=True)
         return _compiled(q, k, v, mask, prior.kind, tables, prior.geometry, multiplicative)
     except Exception as err:  # noqa: BLE001 - any compile/backend failure means: use the lean kernel

@@ -123,20 +123,24 @@ def bench_models(args: argparse.Namespace) -> list[dict]:
                   f"peak {runs[spec][-1]['peak_mib']:.0f} MiB", file=sys.stderr)
     rows = [{key: (statistics.median(x[key] for x in runs[spec]) if key not in ("model", "flex_fallback")
                    else runs[spec][-1][key]) for key in runs[spec][0]} for spec in models]
-    for row in rows:
-        row["steps_by_round"] = [x["train_step_s"] for x in runs[row["model"]]]
-    ref = rows[0]
+    first = runs[models[0]]
+    for row in rows:  # per-round ratios: each pair ran back to back, so machine drift cancels
+        mine = runs[row["model"]]
+        row["steps_by_round"] = [x["train_step_s"] for x in mine]
+        row["step_ratio"] = statistics.median(x["train_step_s"] / f["train_step_s"] for x, f in zip(mine, first))
+        row["peak_ratio"] = statistics.median(x["peak_mib"] / f["peak_mib"] for x, f in zip(mine, first))
     where = "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else "VmHWM of the child process"
     print(f"\nTraining step (fwd + bwd + AdamW), batch {args.batch}, {args.precision}, {args.device}, "
           f"threads {args.threads or torch.get_num_threads()}; median of {args.steps} steps per run, "
           f"median over {args.rounds} interleaved rounds; peak memory = {where}\n")
+    print("(\"vs first\": median over rounds of the ratio to the first model's run in the same round)\n")
     print("| model | train step (s) | vs first | pairs/s | peak memory (MiB) | vs first | growth after import (MiB) "
           "| step per round (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['train_step_s']:.3f} | {r['train_step_s'] / ref['train_step_s']:.3f}x "
-              f"| {r['pairs_per_s']:.1f} | {r['peak_mib']:.0f} | {r['peak_mib'] / ref['peak_mib']:.3f}x "
-              f"| {r['growth_mib']:.0f} | {', '.join(f'{t:.2f}' for t in r['steps_by_round'])} |")
+        print(f"| {r['model']} | {r['train_step_s']:.3f} | {r['step_ratio']:.3f}x | {r['pairs_per_s']:.1f} "
+              f"| {r['peak_mib']:.0f} | {r['peak_ratio']:.3f}x | {r['growth_mib']:.0f} "
+              f"| {', '.join(f'{t:.2f}' for t in r['steps_by_round'])} |")
     for r in rows:
         if r["flex_fallback"]:
             print(f"\n{r['model']}: flex attention unavailable ({r['flex_fallback']}); it ran the lean kernel")

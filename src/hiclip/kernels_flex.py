@@ -7,8 +7,11 @@ cheaper L-shaped path), so nothing N×N is stored, forward or backward. Multipli
 ``out = exp(LSE(s + log C) − LSE(s)) · flex(s + log C)``, a second call giving ``LSE(s)``.
 Gradients reach the tables (hence the links) through flex's captured-buffer gradients.
 
-:func:`flex_prior_attention` compiles once per shape and dtype (``torch.compile``'s cache);
-if compiling fails it logs one line and returns None, and the caller uses the lean kernel.
+:func:`flex_prior_attention` compiles once per shape and dtype (``torch.compile``'s cache,
+``dynamic=False``; beyond torch's recompile limit, 8 variants, new shapes run unfused); the
+first call with gradients for a shape also runs a backward on copies, so that forward and
+backward compile there. If compiling fails it logs one line and returns None, and the caller
+uses the lean kernel.
 """
 from __future__ import annotations
 
@@ -70,19 +73,41 @@ def _entry(q, k, v, mask, kind, tables, geometry, multiplicative):
     return attention_with_tables(_flex_attend, q, k, v, mask, kind, tables, geometry, multiplicative)
 
 
+def _probe(args: tuple) -> None:
+    """Forward and backward once on detached copies of ``args``: compiles the backward now, inside
+    the caller's ``try``, so that a backward that cannot compile falls back instead of failing later."""
+    def copy(a):
+        return a.detach().clone().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
+    copies = [tuple(map(copy, a)) if isinstance(a, tuple) else copy(a) for a in args]
+    _compiled(*copies).float().sum().backward()
+
+
+def _signature(args: tuple) -> tuple:
+    return tuple((tuple(a.shape), a.stride(), a.dtype, a.requires_grad) if isinstance(a, torch.Tensor)
+                 else _signature(a) if isinstance(a, tuple) else a for a in args)
+
+
+_probed: set = set()
+
+
 def flex_prior_attention(q, k, v, mask, prior: PriorTables, multiplicative: bool) -> torch.Tensor | None:
     """(B, h, N, d) q, k, v -> (B, h, N, d) through compiled flex attention; None if unavailable."""
     global _compiled, _failed, _flex, _aux_request
     if _failed is not None:
         return None
     work = torch.promote_types(q.dtype, torch.float32)
-    tables = tuple(t.to(work) for t in prior.tables)
+    args = (q, k, v, mask, prior.kind, tuple(t.to(work) for t in prior.tables), prior.geometry, multiplicative)
     try:
         if _compiled is None:
             from torch.nn.attention.flex_attention import AuxRequest, flex_attention
             _flex, _aux_request = flex_attention, AuxRequest
             _compiled = torch.compile(_entry, dynamic=False, fullgraph=True)
-        return _compiled(q, k, v, mask, prior.kind, tables, prior.geometry, multiplicative)
+        key = _signature(args)
+        grads = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *args[5]))
+        if grads and key not in _probed:
+            _probe(args)
+            _probed.add(key)
+        return _compiled(*args)
     except Exception as err:  # noqa: BLE001 - any compile/backend failure means: use the lean kernel
         _failed = f"{type(err).__name__}: {err}".splitlines()[0][:300]
         log.warning("flex attention unavailable (%s); using the lean attention kernel", _failed)

@@ -109,10 +109,13 @@ def saved_bytes_of_one_block(kernel: str | None, batch: int = 32) -> int:
 
 
 def test_cuda_flex_keeps_no_per_head_square_for_backward():
+    """Beyond plain attention, flex keeps the links, O(N) tables and (multiplicative form) the second
+    call's output and LSE, (B, heads, N, d) < (B, heads, N, N): less than one per-head square, where
+    the materialised kernel keeps at least two (softmax and weights)."""
     square = 32 * 12 * 197 * 197 * 2  # one (B, heads, N, N) bf16 tensor
     plain, flex, materialized = (saved_bytes_of_one_block(k) for k in (None, "flex", "materialized"))
-    assert flex - plain < 0.25 * square, (plain, flex, square)
-    assert materialized - plain > square, (plain, materialized, square)
+    assert flex - plain < 0.75 * square, (plain, flex, square)
+    assert materialized - flex > square, (flex, materialized, square)
 
 
 @pytest.fixture(scope="module")

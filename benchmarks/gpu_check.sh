@@ -27,7 +27,7 @@ GPU=$("$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'{
 TORCH=$("$PY" -c "import torch; print(torch.__version__, 'CUDA', torch.version.cuda)")
 
 # 1. CUDA tests (the flex kernels compile on first use: most of this stage is compiling)
-timeout 240 "$PY" -m pytest -m cuda tests -q -rfEs -p no:cacheprovider >"$OUT/tests.txt" 2>&1
+timeout 240 "$PY" -m pytest -m cuda tests -rfEs -p no:cacheprovider >"$OUT/tests.txt" 2>&1
 TESTS_RC=$?
 TESTS=$(grep -E "^(=+ )?[0-9]+ (passed|failed|skipped|error)" "$OUT/tests.txt" | tail -1 | tr -d '=')
 [ $TESTS_RC -eq 124 ] && TESTS="stopped after 240 s ($TESTS)"

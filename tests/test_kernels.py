@@ -120,3 +120,18 @@ def test_prior_tables_give_log_prior_and_prior(case):
     torch.testing.assert_close(structure.tables(links).log_dense(n), log_c, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(torch.exp(log_c), structure.prior(links), atol=1e-14, rtol=1e-12)
     assert torch.isfinite(log_c).all() and log_c.max() == 0
+
+
+def test_flex_path_inside_activation_checkpointing(flex_on_cpu):
+    """The first-call probe (forward + backward on copies) must not disturb an enclosing checkpoint."""
+    kernels_flex._probed.clear()
+    attn = make(kernel="flex")
+    structure, mask, _, n = CASES["grid-cls"]()
+    x = torch.randn(2, n, 16, dtype=torch.float64, requires_grad=True)
+
+    def layer(x):
+        return attn(x, mask, kernels.Prior(structure, structure.links(*attn.neighbour_qk(x))))
+    g_ckpt, = torch.autograd.grad(torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False).sum(), x)
+    assert kernels_flex._failed is None
+    g, = torch.autograd.grad(layer(x).sum(), x)
+    torch.testing.assert_close(g_ckpt, g, atol=1e-12, rtol=1e-10)

@@ -13,12 +13,13 @@ plain scores. The kernels:
 * ``materialized``: the reference; builds C and the (B, heads, N, N) weights, which
   autograd keeps for backward.
 * ``lean`` (CPU default): :class:`LeanAttention`, a custom autograd function that keeps
-  q, k, v, the output, per-row log-sum-exps and ``log C`` (B, N, N) for backward (no
-  per-head N×N) and recomputes the weights head by head in backward. ``log C`` is
-  built from O(N) cost tables under activation checkpointing.
+  q, k, v, the output, the row log-sum-exp and ``log C`` (B, N, N) for backward (no
+  per-head N×N) and recomputes the weights by chunks of heads in backward. Forward:
+  torch's CPU flash kernel (renormalised) or one pass over the scores (multiplicative).
+  ``log C`` is built from the links under activation checkpointing (only the links kept).
 * ``flex`` (CUDA default): ``torch.nn.attention.flex_attention`` with ``log C`` computed
-  inside the kernel from the O(N) cost tables (:mod:`hiclip.kernels_flex`); nothing N×N
-  is ever stored. Falls back to ``lean`` (one log line) where flex cannot compile.
+  inside the kernel from O(N) cost tables (:class:`PriorTables`, :mod:`hiclip.kernels_flex`);
+  nothing N×N is ever stored. Falls back to ``lean`` (one log line) where flex cannot compile.
 * ``auto``: ``flex`` on CUDA, ``lean`` elsewhere.
 """
 from __future__ import annotations

@@ -1,20 +1,24 @@
-"""Model benchmark, side by side on this machine (issue 2).
+"""Model benchmark, side by side on this machine (issues 2 and 14).
 
-1. Training step (forward + backward + AdamW, fp32) and encode throughput of
-   HiCLIP-ViT-B-16, open_clip ViT-B-16 and our CLIP-ViT-B-16, with peak memory.
-   Each model runs in its own subprocess so that peak RSS is its own.
-2. chain_prior / grid_prior at N = 49, 196, 784 against the O(N^3) triangular-matrix form.
-3. One transformer block at ViT-B/16 size with and without hierarchy-aware attention.
+1. ``models``: training step (forward + backward + AdamW) of each model spec, each run in its
+   own child process, rounds interleaved (the order alternates, so pairs see the same machine
+   state), medians over rounds. Peak memory on CPU: ``VmHWM`` of the child's
+   ``/proc/self/status`` (its own peak RSS; ``ru_maxrss`` of a child survives ``exec`` and can
+   report the parent's peak); on CUDA: ``torch.cuda.max_memory_allocated``.
+   A spec is ``open_clip:NAME`` or ``hiclip:NAME[,kernel=K][,renormalize=true]``.
+2. ``priors``: chain_prior / grid_prior at N = 49, 196, 784 against the O(N^3) triangular-matrix form.
+3. ``block``: one ViT-B/16 block, forward + backward: plain, and hierarchy-aware with each kernel and form.
 
-    python benchmarks/bench_model.py                  # everything (several minutes on 2 cores)
-    python benchmarks/bench_model.py --part priors    # only the prior timings
-    python benchmarks/bench_model.py --part block     # one plain vs one hierarchy-aware ViT-B/16 block
+    python benchmarks/bench_model.py --part models --threads 1 --rounds 5     # CPU, batch 8, fp32
+    python benchmarks/bench_model.py --part models --device cuda --precision bf16 --batch 256 --rounds 1
+    python benchmarks/bench_model.py --part priors
+    python benchmarks/bench_model.py --part block --threads 1
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -22,87 +26,124 @@ import time
 
 import torch
 
-MODELS = ["open_clip:ViT-B-16", "hiclip:CLIP-ViT-B-16", "hiclip:HiCLIP-ViT-B-16"]
+MODELS = ["open_clip:ViT-B-16", "hiclip:HiCLIP-ViT-B-16"]
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mib(field: str) -> float:
+    """``VmHWM`` / ``VmRSS`` of this process from /proc/self/status, MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _build(spec: str) -> torch.nn.Module:
-    lib, name = spec.split(":")
+    lib, rest = spec.split(":", 1)
+    name, *options = rest.split(",")
     if lib == "open_clip":
         import open_clip
         return open_clip.create_model(name)
     import hiclip
-    return hiclip.create_model(name)
+    cfg = hiclip.config.load_config(name)
+    for option in options:
+        key, value = option.split("=")
+        for tower in (cfg.vision_cfg, cfg.text_cfg):
+            setattr(tower.hierarchy, key, value.lower() == "true" if key == "renormalize" else value)
+    return hiclip.create_model(name, config=cfg)
 
 
-def _median_time(fn, repeats: int) -> float:
+def _median_time(fn, repeats: int, sync=lambda: None) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    return statistics.median(times)
 
 
-def run_one(spec: str, batch: int, steps: int) -> dict:
-    """Train-step time, encode throughput and peak RSS of one model (in this process)."""
+def run_one(spec: str, batch: int, steps: int, device: str, precision: str, warmup: int) -> dict:
+    """Train-step time and peak memory of one model, in this (child) process."""
     torch.manual_seed(0)
-    base = _rss_mib()
-    model = _build(spec).train()
+    dev = torch.device(device)
+    import_rss = _status_mib("VmRSS")
+    model = _build(spec).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    images = torch.randn(batch, 3, 224, 224)
+    images = torch.randn(batch, 3, 224, 224, device=dev)
     tokens = torch.randint(1, 49000, (batch, 77))
     tokens[:, 0], tokens[:, 20] = 49406, 49407
     tokens[:, 21:] = 0
-    labels = torch.arange(batch)
+    tokens, labels = tokens.to(dev), torch.arange(batch, device=dev)
+    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step():
-        img = model.encode_image(images, normalize=True)
-        txt = model.encode_text(tokens, normalize=True)
-        logits = model.logit_scale.exp() * img @ txt.T
-        loss = (torch.nn.functional.cross_entropy(logits, labels)
-                + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
+        with autocast():
+            img = model.encode_image(images, normalize=True)
+            txt = model.encode_text(tokens, normalize=True)
+            logits = model.logit_scale.exp() * img.float() @ txt.float().T
+            loss = (torch.nn.functional.cross_entropy(logits, labels)
+                    + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    step()  # warm-up (allocates optimizer state)
-    train_s = _median_time(step, steps)
-    train_peak = _rss_mib() - base
-    model.eval()
-    with torch.no_grad():
-        model.encode_image(images)
-        img_s = _median_time(lambda: model.encode_image(images), steps)
-        txt_s = _median_time(lambda: model.encode_text(tokens), steps)
-    return {"model": spec, "train_step_s": train_s, "image_per_s": batch / img_s,
-            "text_per_s": batch / txt_s, "peak_mib": train_peak}
+    for _ in range(warmup):  # allocates optimizer state; compiles kernels on CUDA
+        step()
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    train_s = _median_time(step, steps, sync)
+    if dev.type == "cuda":
+        peak, growth = torch.cuda.max_memory_allocated(dev) / 2 ** 20, float("nan")
+    else:
+        peak = _status_mib("VmHWM")
+        growth = peak - import_rss
+    flex = sys.modules.get("hiclip.kernels_flex")  # imported only when a CUDA layer asked for flex
+    return {"model": spec, "train_step_s": train_s, "pairs_per_s": batch / train_s, "peak_mib": peak,
+            "growth_mib": growth, "flex_fallback": getattr(flex, "_failed", None)}
 
 
-def bench_models(batch: int, steps: int, rounds: int) -> list[dict]:
-    """Each round runs every model once, in a rotated order; per model the median over rounds."""
-    runs: dict[str, list[dict]] = {spec: [] for spec in MODELS}
-    for r in range(rounds):
-        for spec in MODELS[r % len(MODELS):] + MODELS[:r % len(MODELS)]:
-            out = subprocess.run([sys.executable, __file__, "--one", spec, "--batch", str(batch),
-                                  "--steps", str(steps)], check=True, capture_output=True, text=True)
+def bench_models(args: argparse.Namespace) -> list[dict]:
+    """Each round runs every model once, the order alternating between rounds; medians over rounds."""
+    models = args.models
+    runs: dict[str, list[dict]] = {spec: [] for spec in models}
+    for r in range(args.rounds):
+        for spec in (models if r % 2 == 0 else models[::-1]):
+            cmd = [sys.executable, __file__, "--one", spec, "--batch", str(args.batch), "--steps", str(args.steps),
+                   "--device", args.device, "--precision", args.precision, "--warmup", str(args.warmup)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"{spec} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
             runs[spec].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"  round {r + 1}: measured {spec}", file=sys.stderr)
-    rows = [{key: (statistics.median(x[key] for x in runs[spec]) if key != "model" else spec)
-             for key in runs[spec][0]} for spec in MODELS]
-    ref = rows[0]
-    print(f"\nTraining step (fwd + bwd + AdamW), batch {batch}, fp32, median of {steps} steps, then median "
-          f"over {rounds} rounds (each model in its own process, order rotated); peak = max RSS growth of the "
-          "process after import\n")
-    print("| model | train step (s) | vs open_clip | peak memory (MiB) | vs open_clip "
-          "| encode_image (img/s) | encode_text (txt/s) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+            print(f"  round {r + 1}: {spec} {runs[spec][-1]['train_step_s']:.3f} s/step, "
+                  f"peak {runs[spec][-1]['peak_mib']:.0f} MiB", file=sys.stderr)
+    rows = [{key: (statistics.median(x[key] for x in runs[spec]) if key not in ("model", "flex_fallback")
+                   else runs[spec][-1][key]) for key in runs[spec][0]} for spec in models]
+    first = runs[models[0]]
+    for row in rows:  # per-round ratios: each pair ran back to back, so machine drift cancels
+        mine = runs[row["model"]]
+        row["steps_by_round"] = [x["train_step_s"] for x in mine]
+        row["step_ratio"] = statistics.median(x["train_step_s"] / f["train_step_s"] for x, f in zip(mine, first))
+        row["peak_ratio"] = statistics.median(x["peak_mib"] / f["peak_mib"] for x, f in zip(mine, first))
+    where = "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else "VmHWM of the child process"
+    print(f"\nTraining step (fwd + bwd + AdamW), batch {args.batch}, {args.precision}, {args.device}, "
+          f"threads {args.threads or torch.get_num_threads()}; median of {args.steps} steps per run, "
+          f"median over {args.rounds} interleaved rounds; peak memory = {where}\n")
+    print("(\"vs first\": median over rounds of the ratio to the first model's run in the same round)\n")
+    print("| model | train step (s) | vs first | pairs/s | peak memory (MiB) | vs first | growth after import (MiB) "
+          "| step per round (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['train_step_s']:.3f} | {r['train_step_s'] / ref['train_step_s']:.3f}x "
-              f"| {r['peak_mib']:.0f} | {r['peak_mib'] / ref['peak_mib']:.3f}x "
-              f"| {r['image_per_s']:.1f} | {r['text_per_s']:.1f} |")
+        print(f"| {r['model']} | {r['train_step_s']:.3f} | {r['step_ratio']:.3f}x | {r['pairs_per_s']:.1f} "
+              f"| {r['peak_mib']:.0f} | {r['peak_ratio']:.3f}x | {r['growth_mib']:.0f} "
+              f"| {', '.join(f'{t:.2f}' for t in r['steps_by_round'])} |")
+    for r in rows:
+        if r["flex_fallback"]:
+            print(f"\n{r['model']}: flex attention unavailable ({r['flex_fallback']}); it ran the lean kernel")
     return rows
 
 
@@ -160,46 +201,58 @@ def bench_priors(batch: int) -> None:
         print(f"| {n} | {t[0]:.2f} | {t[1]:.2f} | {t[1] / t[0]:.1f}x | {t[2]:.2f} | {t[3]:.2f} | {t[3] / t[2]:.1f}x |")
 
 
-def bench_block(batch: int) -> None:
-    """One residual block at ViT-B/16 size (N = 197, width 768, 12 heads): plain vs hierarchy-aware."""
+def bench_block(batch: int, repeats: int) -> None:
+    """One residual block at ViT-B/16 size (N = 197, width 768, 12 heads): plain, and
+    hierarchy-aware with each kernel and both forms, forward + backward, interleaved."""
     from hiclip.attention import GridStructure, ResidualBlock
     torch.manual_seed(0)
     x = torch.randn(batch, 197, 768, requires_grad=True)
-    plain, hier = ResidualBlock(768, 12), ResidualBlock(768, 12, link_dim=64)
     grid = GridStructure((14, 14), offset=1)
-
-    def step(block, structure):
-        return lambda: block(x, None, structure, None)[0].sum().backward()
-    runs = [step(plain, None), step(hier, grid)]
-    times: list[list[float]] = [[], []]
-    for _ in range(11):  # interleaved, so drifts of the machine hit both alike
-        for i, fn in enumerate(runs):
-            times[i].append(_median_time(fn, 1))
-    t_plain, t_hier = (1e3 * statistics.median(t) for t in times)
-    print(f"\nOne ViT-B/16 block, batch {batch}, forward + backward, interleaved, median of 11: plain {t_plain:.0f} ms, "
-          f"hierarchy-aware {t_hier:.0f} ms ({t_hier / t_plain:.3f}x)")
+    variants = {"plain": (ResidualBlock(768, 12), None)}
+    for kernel in ("materialized", "lean"):
+        for renorm in (False, True):
+            variants[f"{kernel}, {'renormalised' if renorm else 'multiplicative'}"] = (
+                ResidualBlock(768, 12, link_dim=64, renormalize=renorm, kernel=kernel), grid)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):  # interleaved, so drifts of the machine hit all alike
+        for name, (block, structure) in variants.items():
+            times[name].append(_median_time(lambda: block(x, None, structure, None)[0].sum().backward(), 1))
+    plain = statistics.median(times["plain"])
+    print(f"\nOne ViT-B/16 block, batch {batch}, forward + backward, interleaved, median of {repeats} (ms)\n")
+    print("| block | ms | vs plain |")
+    print("|---|---:|---:|")
+    for name, t in times.items():
+        print(f"| {name} | {1e3 * statistics.median(t):.0f} | {statistics.median(t) / plain:.3f}x |")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=["all", "models", "priors", "block"], default="all")
+    p.add_argument("--models", nargs="+", default=MODELS, help="model specs; the first is the reference "
+                   "(default: %(default)s)")
     p.add_argument("--batch", type=int, default=8, help="training batch (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=5, help="timed repeats per measurement (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds over the three models (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per run (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the models (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32, or bf16 autocast (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--prior-batch", type=int, default=8, help="batch for the prior timings (default: %(default)s)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.one:
-        print(json.dumps(run_one(args.one, args.batch, args.steps)))
+        print(json.dumps(run_one(args.one, args.batch, args.steps, args.device, args.precision, args.warmup)))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.part in ("all", "priors"):
         bench_priors(args.prior_batch)
     if args.part in ("all", "block"):
-        bench_block(args.batch)
+        bench_block(args.batch, 11)
     if args.part in ("all", "models"):
-        bench_models(args.batch, args.steps, args.rounds)
+        bench_models(args)
 
 
 if __name__ == "__main__":

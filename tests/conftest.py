@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder."""
+"""Fixtures shared by every test folder; tests marked ``cuda`` need a CUDA GPU and are skipped
+without one (benchmarks/gpu_check.sh runs them)."""
 from __future__ import annotations
 
 import io
@@ -7,7 +8,17 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 def _huge_png(path: Path, width: int = 30_000, height: int = 20_000) -> Path:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import hierarchy as hi
+from .kernels import Prior, PriorTables, prior_attention
 
 Links = tuple[torch.Tensor, ...]
 """Link affinities of one layer: ``(chain,)`` (B, N-1) or ``(h, v)`` (B, H, W-1), (B, H-1, W)."""
@@ -31,6 +32,12 @@ class Structure(Protocol):
 
     def prior(self, links: Links) -> torch.Tensor:
         """Cumulative links ``a^l`` -> constituent prior C (B, N, N) over the full sequence."""
+
+    def log_prior(self, links: Links) -> torch.Tensor:
+        """Cumulative links ``a^l`` -> ``log C`` (B, N, N), finite, without the exp/log round trip."""
+
+    def tables(self, links: Links) -> PriorTables:
+        """Cumulative links ``a^l`` -> ``log C`` as O(N) tables (for kernels that never store C)."""
 
 
 class ChainStructure:
@@ -49,6 +56,17 @@ class ChainStructure:
         c = hi.chain_prior(torch.where(edge_ok, a, torch.ones_like(a)))
         return hi.embed_prior(c, self.inside)
 
+    def log_prior(self, links: Links) -> torch.Tensor:
+        (a,) = links
+        edge_ok = self.inside[:, :-1] & self.inside[:, 1:]
+        return hi.embed_prior(hi.chain_log_prior(torch.where(edge_ok, a, torch.ones_like(a))), self.inside, fill=0.0)
+
+    def tables(self, links: Links) -> PriorTables:
+        (a,) = links
+        edge_ok = self.inside[:, :-1] & self.inside[:, 1:]
+        cost = hi.chain_costs(torch.where(edge_ok, a, torch.ones_like(a)))
+        return PriorTables("chain", (cost, self.inside.to(cost.dtype)))
+
 
 class GridStructure:
     """Image: an H×W patch grid after ``offset`` leading tokens (the CLS token)."""
@@ -63,6 +81,12 @@ class GridStructure:
     def prior(self, links: Links) -> torch.Tensor:
         return hi.embed_prior(hi.grid_prior(*links), offset=self.offset)
 
+    def log_prior(self, links: Links) -> torch.Tensor:
+        return hi.embed_prior(hi.grid_log_prior(*links), offset=self.offset, fill=0.0)
+
+    def tables(self, links: Links) -> PriorTables:
+        return PriorTables("grid", hi.grid_costs(*links), (self.grid[1], self.offset))
+
 
 class Attention(nn.Module):
     """Multi-head self-attention, optionally weighted by a constituent prior.
@@ -70,13 +94,17 @@ class Attention(nn.Module):
     ``C ⊙ softmax(QK^T/sqrt(d_h) + mask)`` (Tree Transformer; default) or, with
     ``renormalize``, ``softmax(QK^T/sqrt(d_h) + mask + log C)``. With no prior it is
     plain attention, numerically open_clip's ``nn.MultiheadAttention`` path.
+    ``kernel`` (an attribute, from ``hierarchy.kernel``) picks how the prior is applied:
+    ``auto`` | ``materialized`` | ``lean`` | ``flex`` (:mod:`hiclip.kernels`); all give the
+    same result and gradients.
     """
 
-    def __init__(self, width: int, heads: int, link_dim: int | None = None, renormalize: bool = False):
+    def __init__(self, width: int, heads: int, link_dim: int | None = None, renormalize: bool = False,
+                 kernel: str = "auto"):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
-        self.heads, self.renormalize = heads, renormalize
+        self.heads, self.renormalize, self.kernel = heads, renormalize, kernel
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
@@ -90,8 +118,9 @@ class Attention(nn.Module):
         return self.link_q(x), self.link_k(x)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                prior: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, N, D); mask additive, broadcastable to (B, heads, N, N); prior C (B, N, N)."""
+                prior: torch.Tensor | Prior | None = None) -> torch.Tensor:
+        """x (B, N, D); mask additive, broadcastable to (B, heads, N, N); prior: C (B, N, N),
+        or a :class:`Prior` (a structure and its links), which kernels evaluate without C."""
         B, N, D = x.shape
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         q, k, v = (t.reshape(B, N, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
@@ -99,15 +128,9 @@ class Attention(nn.Module):
             mask = mask.to(q.dtype)
         if prior is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        elif self.renormalize:
-            log_c = torch.log(prior.clamp_min(1e-30)).unsqueeze(1).to(q.dtype)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=log_c if mask is None else log_c + mask)
         else:
-            scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
-            if mask is not None:
-                scores = scores + mask
-            weights = torch.softmax(scores, dim=-1) * prior.unsqueeze(1)
-            out = weights.to(v.dtype) @ v
+            prior = Prior(dense=prior) if isinstance(prior, torch.Tensor) else prior
+            out = prior_attention(q, k, v, mask, prior, not self.renormalize, self.kernel)
         return self.out_proj(out.transpose(1, 2).reshape(B, N, D))
 
 
@@ -122,10 +145,10 @@ class ResidualBlock(nn.Module):
     """Pre-norm block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, quick_gelu: bool = False,
-                 link_dim: int | None = None, renormalize: bool = False):
+                 link_dim: int | None = None, renormalize: bool = False, kernel: str = "auto"):
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
-        self.attn = Attention(width, heads, link_dim, renormalize)
+        self.attn = Attention(width, heads, link_dim, renormalize, kernel)
         self.ln_2 = nn.LayerNorm(width)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(OrderedDict([
@@ -143,7 +166,7 @@ class ResidualBlock(nn.Module):
         if self.attn.hierarchical and structure is not None:
             new = structure.links(*self.attn.neighbour_qk(h))
             state = new if state is None else tuple(hi.constrain(p, n) for p, n in zip(state, new))
-            prior = structure.prior(state)
+            prior = Prior(structure, state)
         x = x + self.attn(h, mask, prior)
         return x + self.mlp(self.ln_2(x)), state
 
@@ -153,13 +176,13 @@ class Transformer(nn.Module):
 
     def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0,
                  quick_gelu: bool = False, hierarchy_layers: list[int] = (), link_dim: int | None = None,
-                 renormalize: bool = False):
+                 renormalize: bool = False, kernel: str = "auto"):
         super().__init__()
         self.width, self.layers = width, layers
         link_dim = link_dim or width // heads
         self.resblocks = nn.ModuleList([
             ResidualBlock(width, heads, mlp_ratio, quick_gelu,
-                          link_dim if i in hierarchy_layers else None, renormalize)
+                          link_dim if i in hierarchy_layers else None, renormalize, kernel)
             for i in range(layers)
         ])
         self.grad_checkpointing = False

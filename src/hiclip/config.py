@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 
+KERNELS = ("auto", "materialized", "lean", "flex")
+
+
 @dataclass
 class HierarchyCfg:
     """Hierarchy-aware attention of one tower (DESIGN.md §1).
@@ -21,14 +24,20 @@ class HierarchyCfg:
     layers: indices of the layers that use it (None: every layer).
     dim: width ``d_g`` of the neighbour projections (None: one head's width).
     renormalize: use ``softmax(QK^T/sqrt(d) + log C)`` instead of ``C * softmax(QK^T/sqrt(d))``.
+    kernel: how attention applies the prior, one of :data:`KERNELS` (same results; docs/design.md
+        §1.7): ``auto`` (fused ``flex`` on CUDA, ``lean`` elsewhere), ``materialized`` (reference),
+        ``lean`` (no per-head N×N kept for backward), ``flex`` (CUDA; else as ``lean``).
     """
 
     enabled: bool = False
     layers: list[int] | None = None
     dim: int | None = None
     renormalize: bool = False
+    kernel: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.kernel not in KERNELS:
+            raise ValueError(f"hierarchy.kernel must be one of {KERNELS}, got {self.kernel!r}")
         if self.enabled and self.layers is not None and not self.layers:
             raise ValueError("hierarchy.layers is empty while hierarchy.enabled is true; "
                              "list at least one layer, or set enabled to false")

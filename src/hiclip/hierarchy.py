@@ -4,7 +4,8 @@ Nothing here holds parameters. Shapes use ``B`` batch, ``N`` tokens, ``G`` the
 width of the neighbour projections, ``H``/``W`` the patch grid.
 
 * :func:`chain_links` / :func:`grid_links` — neighbour-softmax link affinities
-  ``â_ij = sqrt(p_ij p_ji + 1e-9)`` of one layer (§1.1–1.2).
+  ``â_ij = min(1, sqrt(p_ij p_ji + 1e-9))`` of one layer (§1.1–1.2), in (0, 1] so that
+  path costs ``-log â`` are never negative.
 * :func:`constrain` — the hierarchical constraint ``a^l = a^{l-1} + (1 - a^{l-1}) â^l`` (§1.3).
 * :func:`chain_prior` / :func:`grid_prior` — constituent priors ``C`` (§1.4), in
   O(N²) time and memory: path products are ``exp(-|L_a - L_b| ...)`` of cumulative
@@ -12,6 +13,10 @@ width of the neighbour projections, ``H``/``W`` the patch grid.
   accuracy in float32.
 * :func:`embed_prior` — place a content prior inside the full token sequence,
   special tokens (CLS, start/end of text) and padding getting ``C = 1``.
+* :func:`chain_costs` / :func:`grid_costs` — the O(N) cumulative-cost tables behind the
+  priors, and :func:`chain_log_prior_at` / :func:`grid_log_prior_at` — ``log C`` at
+  given (batch, query, key) indices from those tables. Attention kernels evaluate these
+  inside the kernel (flex attention) or over broadcast index grids, never storing C.
 """
 from __future__ import annotations
 
@@ -30,6 +35,12 @@ def _masked_softmax(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     neg = torch.finfo(scores.dtype).min
     p = torch.softmax(scores.masked_fill(~valid, neg), dim=-1)
     return p * valid
+
+
+def _affinity(pp: torch.Tensor) -> torch.Tensor:
+    """``p_ij * p_ji`` -> link ``min(1, sqrt(p_ij p_ji + eps))`` (two tokens that choose only each
+    other would otherwise get 1 + 5e-10, a negative path cost)."""
+    return torch.sqrt(pp + LINK_EPS).clamp_max(1.0)
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -61,7 +72,7 @@ def chain_links(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor | None = N
     ok = torch.stack([torch.cat([pad_ok, edge_ok], 1), torch.cat([edge_ok, pad_ok], 1)], -1)
     p = _masked_softmax(scores.to(_work_dtype(scores.dtype)), ok)
     p_right, p_left = p[:, :-1, 1], p[:, 1:, 0]  # p_{i -> i+1}, p_{i+1 -> i}
-    return torch.sqrt(p_right * p_left + LINK_EPS) * edge_ok
+    return _affinity(p_right * p_left) * edge_ok
 
 
 def grid_links(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,8 +107,8 @@ def grid_links(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple
     ok[0, :, 2] = False
     ok[-1, :, 3] = False
     p = _masked_softmax(scores, ok.expand(B, H, W, 4))
-    h = torch.sqrt(p[:, :, :-1, 1] * p[:, :, 1:, 0] + LINK_EPS)
-    v = torch.sqrt(p[:, :-1, :, 3] * p[:, 1:, :, 2] + LINK_EPS)
+    h = _affinity(p[:, :, :-1, 1] * p[:, :, 1:, 0])
+    v = _affinity(p[:, :-1, :, 3] * p[:, 1:, :, 2])
     return h, v
 
 
@@ -137,8 +148,12 @@ def chain_prior(links: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., N, N) ``C[i, j] = prod_{k=min(i,j)}^{max(i,j)-1} links[k]``, ``C[i, i] = 1``.
     """
-    out = torch.exp(-_path(_cost(links), links.dtype))
-    return out.to(links.dtype)
+    return torch.exp(chain_log_prior(links)).to(links.dtype)
+
+
+def chain_log_prior(links: torch.Tensor) -> torch.Tensor:
+    """``log`` of :func:`chain_prior`, (..., N, N), in ``links.dtype`` (float32 at least); never -inf."""
+    return -_path(_cost(links), links.dtype)
 
 
 def grid_prior(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -153,6 +168,11 @@ def grid_prior(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         ``C[i, j] = max(P(row r_i: c_i→c_j, then column c_j: r_i→r_j),
         P(column c_i: r_i→r_j, then row r_j: c_i→c_j))``.
     """
+    return torch.exp(grid_log_prior(h, v)).to(h.dtype)
+
+
+def grid_log_prior(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``log`` of :func:`grid_prior`, (..., H*W, H*W), in ``h.dtype`` (float32 at least); never -inf."""
     H, W = h.shape[-2], h.shape[-1] + 1
     if v.shape[-2:] != (H - 1, W):
         raise ValueError(f"grid_prior: h {tuple(h.shape)} implies v (..., {H - 1}, {W}), got {tuple(v.shape)}")
@@ -161,8 +181,8 @@ def grid_prior(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     # broadcast to axes (r_i, c_i, r_j, c_j)
     row_then_col = row.unsqueeze(-2) + _last3(col, 1, 2, 0).unsqueeze(-3)
     col_then_row = _last3(col, 1, 0, 2).unsqueeze(-1) + _last3(row, 1, 0, 2).unsqueeze(-4)
-    out = torch.exp(-torch.minimum(row_then_col, col_then_row))
-    return out.reshape(*out.shape[:-4], H * W, H * W).to(h.dtype)
+    out = -torch.minimum(row_then_col, col_then_row)
+    return out.reshape(*out.shape[:-4], H * W, H * W)
 
 
 def _last3(t: torch.Tensor, *order: int) -> torch.Tensor:
@@ -172,7 +192,7 @@ def _last3(t: torch.Tensor, *order: int) -> torch.Tensor:
 
 
 def embed_prior(prior: torch.Tensor, inside: torch.Tensor | None = None, offset: int = 0,
-                total: int | None = None) -> torch.Tensor:
+                total: int | None = None, fill: float = 1.0) -> torch.Tensor:
     """Place a content prior inside the full token sequence (special tokens get C = 1).
 
     Args:
@@ -181,13 +201,63 @@ def embed_prior(prior: torch.Tensor, inside: torch.Tensor | None = None, offset:
             become 1 (padding, end of text). None: all inside.
         offset: index of the first content token in the full sequence (1 after CLS / start).
         total: full sequence length N (default ``offset + M``).
+        fill: the value elsewhere (1; 0 to place a log prior).
 
     Returns:
-        (B, N, N) with ``C[i, j] = prior`` for content pairs and 1 elsewhere.
+        (B, N, N) with ``C[i, j] = prior`` for content pairs and ``fill`` elsewhere.
     """
     M = prior.shape[-1]
     total = offset + M if total is None else total
     if inside is not None:
         both = inside.unsqueeze(-1) & inside.unsqueeze(-2)
-        prior = torch.where(both, prior, torch.ones_like(prior))
-    return F.pad(prior, (offset, total - offset - M, offset, total - offset - M), value=1.0)
+        prior = torch.where(both, prior, torch.full_like(prior, fill))
+    return F.pad(prior, (offset, total - offset - M, offset, total - offset - M), value=fill)
+
+
+def chain_costs(links: torch.Tensor) -> torch.Tensor:
+    """Cumulative path cost of a chain: (..., N-1) links -> (..., N) float64, ``L[0] = 0``,
+    ``L[t] = sum_{k<t} -log links[k]``; ``log C[i, j] = -|L[i] - L[j]|``."""
+    return _cost(links)
+
+
+def grid_costs(h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cumulative path costs along the rows and columns of an H×W grid, float64.
+
+    Args:
+        h: (B, H, W-1) horizontal links;  v: (B, H-1, W) vertical links.
+
+    Returns:
+        ``row``, ``col``, each (B, H*W) over row-major patches ``p = r*W + c``:
+        ``row[p]`` the cost along row r from column 0 to c, ``col[p]`` along column c from row 0 to r.
+    """
+    B, H, W = h.shape[0], h.shape[1], h.shape[2] + 1
+    row = _cost(h).reshape(B, H * W)
+    col = _cost(v.transpose(-1, -2)).transpose(-1, -2).reshape(B, H * W)
+    return row, col
+
+
+def chain_log_prior_at(cost: torch.Tensor, inside: torch.Tensor, b, i, j) -> torch.Tensor:
+    """``log C`` of a chain over the full sequence at (batch b, token i, token j).
+
+    Args:
+        cost: (B, N) :func:`chain_costs` of the links (links off the chain set to 1).
+        inside: (B, N) 1.0 for tokens on the chain, 0.0 for the others (``C = 1`` rows and columns).
+        b, i, j: integer index tensors, broadcast against each other (or scalars inside a kernel).
+    """
+    return -(cost[b, i] - cost[b, j]).abs() * (inside[b, i] * inside[b, j])
+
+
+def grid_log_prior_at(row: torch.Tensor, col: torch.Tensor, width: int, offset: int, b, i, j) -> torch.Tensor:
+    """``log C`` of a grid prior over the full sequence at (batch b, token i, token j).
+
+    Tokens ``offset + r*width + c`` are the patches; the ``offset`` leading tokens (CLS) get
+    ``log C = 0``. ``row``, ``col``: (B, H*W) :func:`grid_costs`. The cost of the better of
+    the two L-shaped paths, as :func:`grid_prior`.
+    """
+    pi, pj = (i - offset).clamp_min(0), (j - offset).clamp_min(0)
+    corner1 = pi - pi % width + pj % width  # (r_i, c_j): along row r_i first
+    corner2 = pj - pj % width + pi % width  # (r_j, c_i): along column c_i first
+    via1 = (row[b, pi] - row[b, corner1]).abs() + (col[b, corner1] - col[b, pj]).abs()
+    via2 = (col[b, pi] - col[b, corner2]).abs() + (row[b, corner2] - row[b, pj]).abs()
+    on_grid = (i >= offset) & (j >= offset)
+    return torch.where(on_grid, -torch.minimum(via1, via2), 0.0)

@@ -57,7 +57,7 @@ def _hierarchy_layers(cfg: HierarchyCfg, layers: int) -> list[int]:
 def build_transformer(cfg: VisionCfg | TextCfg, quick_gelu: bool) -> Transformer:
     h = cfg.hierarchy
     return Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu,
-                       _hierarchy_layers(h, cfg.layers), h.dim, h.renormalize)
+                       _hierarchy_layers(h, cfg.layers), h.dim, h.renormalize, h.kernel)
 
 
 class VisionTower(nn.Module):

@@ -12,7 +12,7 @@ from torch import nn
 
 from .attention import ChainStructure
 from .config import ModelCfg
-from .towers import ImageHierarchy, TextHierarchy, VisionTower, build_text_parts, content_mask, text_hierarchy
+from .towers import TokenStates, VisionTower, build_text_parts, content_mask, text_hierarchy
 
 
 class HiCLIP(nn.Module):
@@ -34,19 +34,21 @@ class HiCLIP(nn.Module):
     def has_hierarchy(self) -> bool:
         return self.cfg.has_hierarchy
 
-    def encode_image(self, images: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False
-                     ) -> torch.Tensor | tuple[torch.Tensor, ImageHierarchy]:
-        """images (B, 3, S, S) -> features (B, E) [, ImageHierarchy if ``return_hierarchy``]."""
+    def encode_image(self, images: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False,
+                     return_tokens: bool = False) -> torch.Tensor | tuple:
+        """images (B, 3, S, S) -> features (B, E) [, ImageHierarchy if ``return_hierarchy``]
+        [, TokenStates (B, 1+H*W, D) if ``return_tokens``], in that order."""
         if return_hierarchy:
             self._require_hierarchy(self.cfg.vision_cfg.hierarchy.enabled, "image")
-            features, hier = self.visual(images, return_hierarchy=True)
-            return (F.normalize(features, dim=-1) if normalize else features), hier
-        features = self.visual(images)
-        return F.normalize(features, dim=-1) if normalize else features
+        out = self.visual(images, return_hierarchy=return_hierarchy, return_tokens=return_tokens)
+        features = out[0] if isinstance(out, tuple) else out
+        features = F.normalize(features, dim=-1) if normalize else features
+        return (features, *out[1:]) if isinstance(out, tuple) else features
 
-    def encode_text(self, tokens: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False
-                    ) -> torch.Tensor | tuple[torch.Tensor, TextHierarchy]:
-        """tokens (B, N<=ctx) ids -> features (B, E) at the end-of-text token [, TextHierarchy]."""
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False,
+                    return_tokens: bool = False) -> torch.Tensor | tuple:
+        """tokens (B, N<=ctx) ids -> features (B, E) at the end-of-text token [, TextHierarchy]
+        [, TokenStates (B, N, D) if ``return_tokens``], in that order."""
         if return_hierarchy:
             self._require_hierarchy(self.cfg.text_cfg.hierarchy.enabled, "text")
         self._check_tokens(tokens)
@@ -57,9 +59,13 @@ class HiCLIP(nn.Module):
         x = self.ln_final(x)
         pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
         features = F.normalize(pooled, dim=-1) if normalize else pooled
+        extras: list = []
         if return_hierarchy:
-            return features, text_hierarchy(history, inside, self.transformer.hierarchy_layers)
-        return features
+            extras.append(text_hierarchy(history, inside, self.transformer.hierarchy_layers))
+        if return_tokens:
+            real = torch.arange(n, device=tokens.device) <= tokens.argmax(dim=-1, keepdim=True)
+            extras.append(TokenStates(x, real))
+        return (features, *extras) if extras else features
 
     def forward(self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:

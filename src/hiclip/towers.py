@@ -30,6 +30,21 @@ class ImageHierarchy:
 
 
 @dataclass
+class TokenStates:
+    """A tower's final token states, before the projection (``return_tokens=True``).
+
+    states: (B, N, D) after the tower's last LayerNorm (``ln_post`` / ``ln_final``), D the
+    tower's width. Image: N = 1 + H*W, the CLS token then the patches in row-major order.
+    Text: N = the token ids' length, start token first.
+    mask: (B, N) bool, True for real tokens (image: all; text: start, words and
+    end-of-text; False for the padding after end-of-text).
+    """
+
+    states: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
 class TextHierarchy:
     """Per hierarchy layer cumulative link affinities between consecutive content tokens.
 
@@ -84,9 +99,9 @@ class VisionTower(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2:] != (s, s):
             raise ValueError(f"expected images of shape (B, 3, {s}, {s}), got {tuple(images.shape)}")
 
-    def forward(self, images: torch.Tensor, return_hierarchy: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, ImageHierarchy]:
-        """images (B, 3, S, S) -> features (B, E) [, ImageHierarchy]."""
+    def forward(self, images: torch.Tensor, return_hierarchy: bool = False, return_tokens: bool = False
+                ) -> torch.Tensor | tuple:
+        """images (B, 3, S, S) -> features (B, E) [, ImageHierarchy] [, TokenStates]."""
         self.check_input(images)
         x = self.conv1(images).flatten(2).transpose(1, 2)  # (B, H*W, D)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -94,11 +109,14 @@ class VisionTower(nn.Module):
         x = self.ln_pre(x)
         x, history = self.transformer(x, structure=GridStructure(self.grid, offset=1))
         pooled = self.ln_post(x[:, 0]) @ self.proj
-        if not return_hierarchy:
-            return pooled
-        h = torch.stack([links[0] for links in history], 1)
-        v = torch.stack([links[1] for links in history], 1)
-        return pooled, ImageHierarchy(h, v, self.transformer.hierarchy_layers)
+        extras: list = []
+        if return_hierarchy:
+            h = torch.stack([links[0] for links in history], 1)
+            v = torch.stack([links[1] for links in history], 1)
+            extras.append(ImageHierarchy(h, v, self.transformer.hierarchy_layers))
+        if return_tokens:
+            extras.append(TokenStates(self.ln_post(x), torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)))
+        return (pooled, *extras) if extras else pooled
 
 
 def content_mask(tokens: torch.Tensor) -> torch.Tensor:

@@ -61,7 +61,7 @@ class FinetuneConfig:
     save_every: int = _same("save_every", 500)
     keep_checkpoints: int = _same("keep_checkpoints", 2)
     val_every: int = _opt(250, "validate every N steps (0: only at the end)")
-    val_samples: int = _opt(1000, "validate on at most this many examples of the val split")
+    val_samples: int = _opt(1000, "validate (also at the end) on the first N examples of the val split")
     predictions: bool = _opt(False, "also write per-example predictions of the final validation")
     device: str = _same("device", "auto")
     max_minutes: float | None = _same("max_minutes", None)
@@ -89,6 +89,8 @@ class FinetuneConfig:
             bad.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             bad.append(f"grad_clip must be > 0, got {self.grad_clip}")
+        if self.max_minutes is not None and self.max_minutes < 0:
+            bad.append(f"max_minutes must be >= 0, got {self.max_minutes}")
         if not self.output_dir:
             bad.append("output_dir must be a directory path, got an empty string")
         if bad:

@@ -6,7 +6,8 @@ Learning rates (METER): the encoders get ``lr``, the fusion layers and projectio
 cosine schedule. A checkpoint keeps the encoders' state dict in the layout of
 ``hiclip train`` (so ``hiclip eval`` and ``hiclip finetune --model`` read it) and the head
 under ``vl``. The run ends with an evaluation on the whole validation split, written as a
-results JSON in the output directory.
+results JSON in the output directory (its first ``val_samples`` examples, as every
+validation; ``hiclip finetune-eval`` scores whole splits).
 """
 from __future__ import annotations
 
@@ -236,7 +237,7 @@ class _Run:
         ckpt.save_checkpoint(state, self.ckpt_dir, cfg.keep_checkpoints)
         self.last_checkpoint, self.saved_step = self.ckpt_dir / ckpt.LATEST, self.step
 
-    def _validate(self, limit: int | None) -> tuple[dict[str, float], list[dict]]:
+    def _validate(self, limit: int) -> tuple[dict[str, float], list[dict]]:
         loader = make_loader(self.val_task, self.transform, self.tokenizer, self.cfg.batch_size,
                              workers=self.cfg.workers, train=False, limit=limit)
         metrics, preds = evaluate(self.model, self.val_task, loader, self.device, self.autocast)
@@ -245,7 +246,7 @@ class _Run:
         return metrics, preds
 
     def _final_eval(self) -> dict[str, Any]:
-        metrics, preds = self._validate(None)
+        metrics, preds = self._validate(self.cfg.val_samples)
         path = write_results(metrics, preds if self.cfg.predictions else None, self.out, self.val_task,
                              self.name, str(self.last_checkpoint))
         return {**metrics, "results": str(path)}

@@ -89,3 +89,19 @@ def test_command_line(tmp_path, pretrained, capsys):
     assert main(["finetune-eval", "--checkpoint", str(path), "--device", "cpu"]) == 2
     assert "not a checkpoint of `hiclip finetune`" in capsys.readouterr().err
     assert main(["finetune", "--task", "nope", "--output-dir", str(tmp_path / "x"), "--device", "cpu"]) == 2
+
+
+def test_study_runs_every_model_seed_and_task(tmp_path, pretrained):
+    from hiclip.vl import VLStudyConfig, format_study, run_vl_study
+    path, _ = pretrained
+    cfg = VLStudyConfig(out=str(tmp_path / "study"), steps=2, batch_size=8, warmup_steps=1, world_samples=32,
+                        eval_samples=8, workers=0, progress=False)
+    result = run_vl_study({"pre": {0: str(path), 1: str(path)}, "random": {0: "HiCLIP-Tiny"}}, cfg)
+    table = result["table"]
+    assert len(table["world-vqa acc"]["pre"]) == 2 and len(table["world-ve acc"]["random"]) == 1
+    assert "world-vqa acc: count" in table and "world-ve acc (held-out combos)" in table
+    assert set(result["baselines"]) == set(table)
+    text = format_study(result)
+    assert text.count("\n") == len(table) + 1 and "| world-vqa acc |" in text
+    again = run_vl_study({"pre": {0: str(path), 1: str(path)}, "random": {0: "HiCLIP-Tiny"}}, cfg)  # all cached
+    assert again["table"] == table and again["time_s"] < result["time_s"]

@@ -10,8 +10,9 @@ from .config import FinetuneConfig
 from .finetune import finetune
 from .model import HeadCfg, VLModel
 from .run import evaluate_checkpoint, load_finetuned
+from .study import VLStudyConfig, format_study, run_vl_study
 from .tasks import VLTask, load_task
 from .vqa_eval import normalize_answer, vqa_accuracy
 
 __all__ = ["FinetuneConfig", "HeadCfg", "VLModel", "VLTask", "evaluate_checkpoint", "finetune", "load_finetuned",
-           "load_task", "normalize_answer", "vqa_accuracy"]
+           "load_task", "normalize_answer", "vqa_accuracy", "VLStudyConfig", "format_study", "run_vl_study"]

@@ -11,6 +11,7 @@ validation; ``hiclip finetune-eval`` scores whole splits).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -18,7 +19,7 @@ import random
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from ..train.progress import Progress, StopSignals
 from ..train.scheduler import lr_at, set_lr
 from ..train.step import autocast_factory, make_scaler
 from .config import FinetuneConfig
-from .data import make_loader
+from .data import Batch, make_loader
 from .evaluate import evaluate, format_metrics, task_loss, write_results
 from .model import HeadCfg, VLModel
 from .tasks import load_task
@@ -54,6 +55,35 @@ def param_groups(model: VLModel, cfg: FinetuneConfig) -> list[dict]:
                 groups.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
                                "lr_mult": mults[key], "group": key})
     return groups
+
+
+def train_step(model: VLModel, optimizer: torch.optim.Optimizer, batch: Batch, objective: str,
+               device: torch.device, autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+               scaler: torch.amp.GradScaler | None = None, grad_clip: float | None = None) -> tuple[float, float]:
+    """One optimizer step on ``batch`` -> (loss, gradient norm before clipping).
+
+    A non-finite loss leaves the parameters unchanged; so does a non-finite gradient norm
+    without a GradScaler (which skips such steps itself).
+    """
+    images, tokens, targets, _ = batch
+    with autocast():
+        logits = model(images.to(device), tokens.to(device))
+    loss = task_loss(logits.float(), targets.to(device), objective)
+    if not math.isfinite(loss.item()):
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item(), float("nan")
+    (scaler.scale(loss) if scaler else loss).backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf")))
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    elif math.isfinite(norm):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item(), norm
 
 
 def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
@@ -181,19 +211,15 @@ class _Run:
         tick = time.monotonic()
         lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup_steps, self.total_steps)
         set_lr(self.optimizer, lr)
-        images, tokens, targets, _ = batch
-        with self.autocast():
-            logits = self.model(images.to(self.device), tokens.to(self.device))
-        loss = task_loss(logits.float(), targets.to(self.device), self.train_task.objective)
+        loss, norm = train_step(self.model, self.optimizer, batch, self.train_task.objective, self.device,
+                                self.autocast, self.scaler, self.cfg.grad_clip)
         where = f"step {self.step + 1} (epoch {self.epoch}, batch {self.batch_in_epoch + 1})"
-        if not math.isfinite(loss.item()):
-            self._diverged(f"loss is {loss.item()} at {where}")
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-        norm = self._apply()
+        if not math.isfinite(loss):
+            self._diverged(f"loss is {loss} at {where}")
         if self.scaler is None and not math.isfinite(norm):
             self._diverged(f"gradient norm is {norm} at {where}")
-        self.step, self.batch_in_epoch, self.last_loss = self.step + 1, self.batch_in_epoch + 1, loss.item()
-        rate = len(images) / max(time.monotonic() - tick, 1e-9)
+        self.step, self.batch_in_epoch, self.last_loss = self.step + 1, self.batch_in_epoch + 1, loss
+        rate = len(batch[0]) / max(time.monotonic() - tick, 1e-9)
         self.metrics.train({"step": self.step, "epoch": self.epoch, "loss": self.last_loss, "lr": lr,
                             "grad_norm": norm, "samples_per_s": rate, "elapsed_s": bar.elapsed})
         bar.update(loss=self.last_loss, lr=lr, rate=rate)
@@ -201,20 +227,6 @@ class _Run:
             self._save()
         if self.cfg.val_every and self.step % self.cfg.val_every == 0 and self.step < self.total_steps:
             self._validate(self.cfg.val_samples)
-
-    def _apply(self) -> float:
-        """Clip, step and zero the gradients; the norm before clipping."""
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip or float("inf")))
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        elif math.isfinite(norm):
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return norm
 
     def _diverged(self, what: str) -> None:
         good = self.last_checkpoint or "none (no checkpoint was written yet)"

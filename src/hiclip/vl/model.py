@@ -115,6 +115,9 @@ class VLModel(nn.Module):
             encoder.requires_grad_(False)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, S, S), tokens (B, N) -> logits (B, C). Text is cut after the batch's longest
+        caption (padding changes no real token's state, so only time is saved)."""
+        tokens = tokens[:, :int(tokens.argmax(dim=-1).max()) + 1]
         with torch.no_grad() if self.freeze_encoders else contextlib.nullcontext():
             if self.head_cfg.kind == "mlp":
                 v, t = self.encoder.encode_image(images), self.encoder.encode_text(tokens)

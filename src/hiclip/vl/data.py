@@ -33,7 +33,7 @@ def collate_targets(task: VLTask, indices: list[int]) -> torch.Tensor:
 
 
 class TaskBatches(Dataset):
-    """Item b -> (images, tokens, targets, indices, skips) of the b-th batch of example indices."""
+    """Item b -> (b, images, tokens, targets, indices, skips) of the b-th batch of example indices."""
 
     def __init__(self, task: VLTask, batches: list[np.ndarray], transform: Callable, tokenizer: Callable):
         self.task, self.batches, self.transform, self.tokenizer = task, batches, transform, tokenizer
@@ -51,25 +51,28 @@ class TaskBatches(Dataset):
                 continue
             kept.append(i)
         if not kept:
-            return None, None, None, None, dict(skips)
+            return b, None, None, None, None, dict(skips)
         tokens = self.tokenizer([self.task.text(i) for i in kept])
-        return torch.stack(images), tokens, collate_targets(self.task, kept), torch.tensor(kept), dict(skips)
+        return b, torch.stack(images), tokens, collate_targets(self.task, kept), torch.tensor(kept), dict(skips)
 
 
 class Loader:
-    """One epoch of batches from ``start_batch``; ``skips`` counts this epoch's dropped examples."""
+    """One epoch of batches from ``start_batch``; ``skips`` counts this epoch's dropped examples;
+    ``next_batch``: the epoch's batch index after the last one yielded (where a resume starts)."""
 
     def __init__(self, dataloader: DataLoader, num_batches: int, start_batch: int):
         self._dataloader, self.num_batches, self.start_batch = dataloader, num_batches, start_batch
         self.skips: Counter = Counter()
+        self.next_batch = start_batch
 
     def __len__(self) -> int:
         return self.num_batches - self.start_batch
 
     def __iter__(self) -> Iterator[Batch]:
         self.skips.clear()
-        for images, tokens, targets, indices, skips in self._dataloader:
+        for b, images, tokens, targets, indices, skips in self._dataloader:
             self.skips.update(skips)
+            self.next_batch = b + 1
             if images is not None:
                 yield images, tokens, targets, indices
 

@@ -189,7 +189,7 @@ class _Run:
             loader = self._loader(self.epoch, self.batch_in_epoch)
             epoch_skips, steps_before = self.skips.copy(), self.step
             for batch in loader:
-                self._train_step(batch, bar)
+                self._train_step(batch, bar, loader.next_batch)
                 self.skips = epoch_skips + Counter(loader.skips)
                 reason = "signal" if signals.requested else None
                 if budget is not None and time.monotonic() - started >= budget:
@@ -200,25 +200,25 @@ class _Run:
                         return reason
                     break
             self.skips = epoch_skips + Counter(loader.skips)
-            if self.step == steps_before and self.batch_in_epoch == 0:
+            if self.step == steps_before and loader.start_batch == 0:
                 raise ValueError(f"epoch {self.epoch} of {self.cfg.task!r} gave no usable batch "
                                  f"(skipped: {dict(self.skips) or 'none'})")
             if self.step < self.total_steps:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         return "completed"
 
-    def _train_step(self, batch, bar: Progress) -> None:
+    def _train_step(self, batch, bar: Progress, next_batch: int) -> None:
         tick = time.monotonic()
         lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup_steps, self.total_steps)
         set_lr(self.optimizer, lr)
         loss, norm = train_step(self.model, self.optimizer, batch, self.train_task.objective, self.device,
                                 self.autocast, self.scaler, self.cfg.grad_clip)
-        where = f"step {self.step + 1} (epoch {self.epoch}, batch {self.batch_in_epoch + 1})"
+        where = f"step {self.step + 1} (epoch {self.epoch}, batch {next_batch})"
         if not math.isfinite(loss):
             self._diverged(f"loss is {loss} at {where}")
         if self.scaler is None and not math.isfinite(norm):
             self._diverged(f"gradient norm is {norm} at {where}")
-        self.step, self.batch_in_epoch, self.last_loss = self.step + 1, self.batch_in_epoch + 1, loss
+        self.step, self.batch_in_epoch, self.last_loss = self.step + 1, next_batch, loss
         rate = len(batch[0]) / max(time.monotonic() - tick, 1e-9)
         self.metrics.train({"step": self.step, "epoch": self.epoch, "loss": self.last_loss, "lr": lr,
                             "grad_norm": norm, "samples_per_s": rate, "elapsed_s": bar.elapsed})

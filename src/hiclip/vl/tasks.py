@@ -119,9 +119,11 @@ class WorldTask(VLTask):
 
 
 def task_splits(spec: str) -> tuple[str, ...]:
+    """The splits a task has (VQA v2's test answers are not public)."""
     head = spec.split(":", 1)[0]
-    return {"vqa2": ("train", "val")}.get(head, ("train", "val", "test", "holdout") if spec in WORLD_TASKS
-                                           else ("train", "val", "test"))
+    if head in WORLD_TASKS:
+        return ("train", "val", "test", "holdout")
+    return ("train", "val") if head == "vqa2" else ("train", "val", "test")
 
 
 def load_task(spec: str, split: str, image_size: int, world_samples: int | None = None, seed: int = 0,

@@ -49,8 +49,7 @@ def _attribute(objects, rng, qtype: str, holdout: bool) -> WorldExample | None:
     for v in rng.permutation(_candidates(objects, holdout)):
         refs = references(objects, int(v), allowed)
         if refs:
-            verb = "colour" if qtype == "colour" else qtype
-            text = f"what {verb} is {phrase(choice(rng, refs), 'the')}?"
+            text = f"what {qtype} is {phrase(choice(rng, refs), 'the')}?"
             return WorldExample(text, getattr(objects[v], qtype), qtype, -1, _about(objects, [v]))
     return None
 

@@ -108,6 +108,8 @@ class _Run:
         for seed in (random.seed, np.random.seed, torch.manual_seed):
             seed(cfg.seed)
         self.name, weights = factory.resolve_model(cfg.model, cfg.pretrained)
+        if weights is None:
+            log.info("%s without pretrained weights: the encoders start from random initialisation", self.name)
         encoder, _, self.transform = factory.create_model_and_transforms(self.name, weights, self.device)
         self.tokenizer = factory.get_tokenizer(self.name)
         size = encoder.cfg.vision_cfg.image_size

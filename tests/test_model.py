@@ -180,22 +180,3 @@ def test_text_avg_pool_is_the_mean_over_start_to_end():
         torch.testing.assert_close(got[b], want @ model.text_projection)
     with pytest.raises(ValueError, match="text_cfg.pool must be one of"):
         dataclasses.replace(cfg.text_cfg, pool="max")
-
-
-def test_return_tokens_gives_final_states_with_padding_zero_and_same_features(tiny, tokens):
-    images = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        features, states = tiny.encode_text(tokens, return_tokens=True)
-        _, states_h, hier = tiny.encode_text(tokens, return_tokens=True, return_hierarchy=True)
-        image_features, image_states = tiny.encode_image(images, normalize=True, return_tokens=True)
-        _, _, image_hier = tiny.encode_image(images, return_tokens=True, return_hierarchy=True)
-    torch.testing.assert_close(features, tiny.encode_text(tokens))
-    assert states.shape == (3, 32, 128) and torch.equal(states, states_h) and hier.links.shape == (3, 4, 29)
-    eot = tokens.argmax(-1)
-    for row in range(3):  # the pooled feature is the end-of-text state, projected; padding is 0
-        torch.testing.assert_close(states[row, eot[row]] @ tiny.text_projection, features[row])
-        assert states[row, eot[row] + 1:].abs().sum() == 0 and states[row, :eot[row] + 1].abs().min() > 0
-    torch.testing.assert_close(image_features, tiny.encode_image(images, normalize=True))
-    assert image_states.shape == (2, 1 + 64, 128) and image_hier.h.shape == (2, 4, 8, 7)
-    pool = getattr(tiny.visual, "pool", lambda x: x[:, 0])  # the CLS token unless the config pools otherwise
-    torch.testing.assert_close(pool(image_states) @ tiny.visual.proj, tiny.encode_image(images))

@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
-    """Commands whose modules register their own options: train, eval, demo."""
+    """Commands whose modules register their own options: train, eval, demo, finetune."""
     _add_eval_parser(sub)
     _add_export_parser(sub)
     _add_prepare_parser(sub)
@@ -332,6 +332,58 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="pretrain a model (embedded world, WebDataset or CSV; DDP with torchrun)")
     add_train_arguments(t)
     t.set_defaults(func=run_from_args)
+    _add_finetune_parsers(sub)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .train.cli_args import config_from_args
+    from .train.loop import TrainingDiverged
+    from .vl import FinetuneConfig, finetune
+    from .vl.evaluate import format_metrics
+    try:
+        s = finetune(config_from_args(args, FinetuneConfig))
+    except TrainingDiverged as e:
+        print(f"hiclip finetune: error: {e}", file=sys.stderr)
+        return 3
+    print(f"fine-tuning {s['stopped']}: step {s['steps']}/{s['total_steps']}, {s['time_s']:.1f} s, "
+          f"{s['samples_per_s']:.1f} samples/s, final train loss {s['final_loss']:.4f}")
+    print("skipped examples: " + (", ".join(f"{r}: {n}" for r, n in sorted(s["skipped"].items())) or "none"))
+    if s["final_val"]:
+        print(f"val ({int(s['final_val']['samples'])} examples): {format_metrics(s['final_val'])}")
+        print(f"results: {s['final_val']['results']}")
+    print(f"checkpoint: {s['checkpoint']}")
+    return 0
+
+
+def _cmd_finetune_eval(args: argparse.Namespace) -> int:
+    from .vl import evaluate_checkpoint
+    from .vl.evaluate import format_metrics
+    m = evaluate_checkpoint(args.checkpoint, args.split, args.task, args.samples, args.batch_size, args.workers,
+                            args.device, args.output_dir, args.predictions)
+    print(f"{args.split} ({int(m['samples'])} examples): {format_metrics(m)}\nresults: {m['results']}")
+    return 0
+
+
+def _add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
+    from .train.cli_args import add_train_arguments
+    from .vl import FinetuneConfig
+    f = sub.add_parser("finetune", help="fine-tune on VQA or visual entailment (world, VQA v2, SNLI-VE)",
+                       description="Fine-tune a model's towers with a task head; ends with an evaluation on the "
+                                   "validation split (results JSON in the output directory).")
+    add_train_arguments(f, FinetuneConfig)
+    f.set_defaults(func=_cmd_finetune)
+    e = sub.add_parser("finetune-eval", help="evaluate a `hiclip finetune` checkpoint on a split",
+                       description="Accuracy overall and per question type; a CLIP_benchmark-style results JSON.")
+    e.add_argument("--checkpoint", required=True, help="a checkpoint written by `hiclip finetune`")
+    e.add_argument("--split", default="val", help="val, test, holdout (world tasks) or train (default: %(default)s)")
+    e.add_argument("--task", help="evaluate on this task spec instead of the checkpoint's (same classes)")
+    e.add_argument("--samples", type=int, help="the first N examples only (world tasks: the split's size)")
+    e.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    e.add_argument("--workers", type=int, default=0, help="data loader workers (default: %(default)s)")
+    e.add_argument("--device", default="auto", help="(default: %(default)s)")
+    e.add_argument("--output-dir", help="where the results JSON goes (default: the checkpoint's run directory)")
+    e.add_argument("--predictions", action="store_true", help="also write per-example predictions (.jsonl)")
+    e.set_defaults(func=_cmd_finetune_eval)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,8 @@ from torch import nn
 from .attention import ChainStructure
 from .config import ModelCfg
 from .heads import DeCLIPHeads
-from .towers import (ImageHierarchy, TextHierarchy, VisionTower, build_text_parts, chain_mask, content_mask,
-                     text_hierarchy)
+from .towers import (ImageHierarchy, TextHierarchy, TokenStates, VisionTower, build_text_parts, chain_mask,
+                     content_mask, text_hierarchy)
 
 
 class HiCLIP(nn.Module):
@@ -40,19 +40,19 @@ class HiCLIP(nn.Module):
 
     def encode_image(self, images: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False,
                      return_tokens: bool = False) -> torch.Tensor | tuple:
-        """images (B, 3, S, S) -> features (B, E) [, token states (B, 1+H*W, D) after ``ln_post``,
-        CLS first, if ``return_tokens``] [, ImageHierarchy if ``return_hierarchy``]."""
+        """images (B, 3, S, S) -> features (B, E) [, ImageHierarchy if ``return_hierarchy``]
+        [, TokenStates (B, 1+H*W, D) if ``return_tokens``], in that order."""
         if return_hierarchy:
             self._require_hierarchy(self.cfg.vision_cfg.hierarchy.enabled, "image")
         out = self.visual(images, return_hierarchy=return_hierarchy, return_tokens=return_tokens)
-        out = out if isinstance(out, tuple) else (out,)
-        features = F.normalize(out[0], dim=-1) if normalize else out[0]
-        return (features, *out[1:]) if len(out) > 1 else features
+        features = out[0] if isinstance(out, tuple) else out
+        features = F.normalize(features, dim=-1) if normalize else features
+        return (features, *out[1:]) if isinstance(out, tuple) else features
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False,
                     return_tokens: bool = False) -> torch.Tensor | tuple:
-        """tokens (B, N<=ctx) ids -> features (B, E) at the end-of-text token [, token states
-        (B, N, W) after ``ln_final``, 0 after end-of-text, if ``return_tokens``] [, TextHierarchy]."""
+        """tokens (B, N<=ctx) ids -> features (B, E) at the end-of-text token [, TextHierarchy]
+        [, TokenStates (B, N, D) if ``return_tokens``], in that order."""
         if return_hierarchy:
             self._require_hierarchy(self.cfg.text_cfg.hierarchy.enabled, "text")
         self._check_tokens(tokens)
@@ -64,10 +64,12 @@ class HiCLIP(nn.Module):
         x = self.ln_final(x)
         pooled = self._pool_text(x, tokens) @ self.text_projection
         features = F.normalize(pooled, dim=-1) if normalize else pooled
-        extra = [x * chain_mask(tokens).unsqueeze(-1)] if return_tokens else []
+        extras: list = []
         if return_hierarchy:
-            extra.append(text_hierarchy(history, content, self.transformer.hierarchy_layers))
-        return (features, *extra) if extra else features
+            extras.append(text_hierarchy(history, content, self.transformer.hierarchy_layers))
+        if return_tokens:
+            extras.append(TokenStates(x, chain_mask(tokens)))
+        return (features, *extras) if extras else features
 
     def forward(self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:

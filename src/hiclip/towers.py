@@ -30,6 +30,21 @@ class ImageHierarchy:
 
 
 @dataclass
+class TokenStates:
+    """A tower's final token states, before the projection (``return_tokens=True``).
+
+    states: (B, N, D) after the tower's last LayerNorm (``ln_post`` / ``ln_final``), D the
+    tower's width. Image: N = 1 + H*W, the CLS token then the patches in row-major order.
+    Text: N = the token ids' length, start token first.
+    mask: (B, N) bool, True for real tokens (image: all; text: start, words and
+    end-of-text; False for the padding after end-of-text).
+    """
+
+    states: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
 class TextHierarchy:
     """Per hierarchy layer cumulative link affinities between consecutive content tokens.
 
@@ -93,8 +108,7 @@ class VisionTower(nn.Module):
 
     def forward(self, images: torch.Tensor, return_hierarchy: bool = False, return_tokens: bool = False
                 ) -> torch.Tensor | tuple:
-        """images (B, 3, S, S) -> features (B, E) [, token states (B, 1+H*W, D) after ``ln_post``]
-        [, ImageHierarchy]."""
+        """images (B, 3, S, S) -> features (B, E) [, ImageHierarchy] [, TokenStates]."""
         self.check_input(images)
         x = self.conv1(images).flatten(2).transpose(1, 2)  # (B, H*W, D)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -103,12 +117,14 @@ class VisionTower(nn.Module):
         x, history = self.transformer(x, structure=GridStructure(self.grid, offset=1))
         states = self.ln_post(x)
         pooled = self.pool(states) @ self.proj
-        extra = [states] if return_tokens else []
+        extras: list = []
         if return_hierarchy:
             h = torch.stack([links[0] for links in history], 1)
             v = torch.stack([links[1] for links in history], 1)
-            extra.append(ImageHierarchy(h, v, self.transformer.hierarchy_layers))
-        return (pooled, *extra) if extra else pooled
+            extras.append(ImageHierarchy(h, v, self.transformer.hierarchy_layers))
+        if return_tokens:
+            extras.append(TokenStates(states, torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)))
+        return (pooled, *extras) if extras else pooled
 
 
 def content_mask(tokens: torch.Tensor) -> torch.Tensor:

@@ -233,6 +233,18 @@ def _replaced_attributes(descs: list[Desc],
                     yield new
 
 
+def negative_specs(spec: Spec, objects: Sequence[WorldObject],
+                   values: Sequence[Sequence[str]]) -> dict[str, list[tuple[Spec, list[Desc]]]]:
+    """The candidates behind ``negative_captions`` as ``(spec, descs)``, by kind, before the
+    truth check: each changes the caption's meaning but may still be true of the scene."""
+    descs = [describe(o) for o in objects]
+    return {
+        "attribute_swap": [(spec, d) for d in _swapped_attributes(descs)],
+        "relation_swap": [(s, descs) for s in _swapped_relations(spec)],
+        "attribute_replace": [(spec, d) for d in _replaced_attributes(descs, values)],
+    }
+
+
 def negative_captions(spec: Spec, objects: Sequence[WorldObject],
                       values: Sequence[Sequence[str]]) -> dict[str, list[str]]:
     """False captions close to the caption of ``spec``, by kind.
@@ -246,15 +258,9 @@ def negative_captions(spec: Spec, objects: Sequence[WorldObject],
     Each negative keeps the caption's phrasing and is false for the scene
     (``spec_holds``); a kind with no possible negative gives an empty list.
     """
-    descs = [describe(o) for o in objects]
-    caption = realise(spec, descs)[0]
-    candidates = {
-        "attribute_swap": [(spec, d) for d in _swapped_attributes(descs)],
-        "relation_swap": [(s, descs) for s in _swapped_relations(spec)],
-        "attribute_replace": [(spec, d) for d in _replaced_attributes(descs, values)],
-    }
+    caption = realise(spec, [describe(o) for o in objects])[0]
     out: dict[str, list[str]] = {}
-    for kind, pairs in candidates.items():
+    for kind, pairs in negative_specs(spec, objects, values).items():
         captions = [realise(s, d)[0] for s, d in pairs if not spec_holds(s, d, objects)]
         out[kind] = list(dict.fromkeys(c for c in captions if c != caption))
     return out

@@ -21,11 +21,11 @@ def _base_type(hint: Any) -> type:
     return hint
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--option`` per TrainConfig field (``--output-dir`` required); bools are flags
-    (``--no-X`` for those on by default)."""
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
+def add_train_arguments(parser: argparse.ArgumentParser, config: type = TrainConfig) -> None:
+    """One ``--option`` per field of ``config`` (a TrainConfig-like dataclass: fields without a
+    default are required); bools are flags (``--no-X`` for those on by default)."""
+    hints = typing.get_type_hints(config)
+    for f in dataclasses.fields(config):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata["help"]
         kind = _base_type(hints[f.name])
@@ -39,9 +39,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=f"{help_text} (default: %(default)s)")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig of parsed arguments (other attributes of ``args`` are ignored)."""
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+def config_from_args(args: argparse.Namespace, config: type = TrainConfig) -> Any:
+    """The ``config`` (TrainConfig) of parsed arguments (other attributes of ``args`` are ignored)."""
+    return config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config)})
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -132,8 +132,9 @@ class DeCLIPLoss(nn.Module):
             raise ValueError(f"the DeCLIP objective expects images (b, 2, 3, S, S) and tokens (b, 3, ctx) from its "
                              f"data views, got {tuple(images.shape)} and {tuple(tokens.shape)}")
         image = self.model.encode_image(images.transpose(0, 1).flatten(0, 1))  # (2b, E), view-major
-        text, states = self.model.encode_text(tokens[:, [MASKED, EDA]].transpose(0, 1).flatten(0, 1),
-                                              return_tokens=True)
+        text, token_states = self.model.encode_text(tokens[:, [MASKED, EDA]].transpose(0, 1).flatten(0, 1),
+                                                    return_tokens=True)
+        states = token_states.states
         with torch.autocast(images.device.type, enabled=False):  # losses in float32
             image, text, states = full(image), full(text), full(states[:b])
             scale = full(self.model.logit_scale.exp())

@@ -34,14 +34,16 @@ class MetricsWriter:
     """Writes ``OUT/metrics.csv``, ``OUT/val.csv`` and (optionally) ``OUT/tensorboard/``.
 
     ``keep_until``: the step the run starts from (0 for a fresh run); earlier rows are kept.
-    ``terms``: the objective's loss terms, extra columns of ``metrics.csv`` (and TensorBoard).
+    ``terms``: the objective's loss terms, extra columns after the total loss (and in TensorBoard);
+    ``train_fields`` / ``val_fields``: the CSV columns (other runs than pretraining log other values).
     """
 
-    def __init__(self, out_dir: Path, keep_until: int = 0, tensorboard: bool = True, terms: tuple[str, ...] = ()):
+    def __init__(self, out_dir: Path, keep_until: int = 0, tensorboard: bool = True, terms: tuple[str, ...] = (),
+                 train_fields: tuple[str, ...] = TRAIN_FIELDS, val_fields: tuple[str, ...] = VAL_FIELDS):
         out_dir.mkdir(parents=True, exist_ok=True)
-        fields = TRAIN_FIELDS[:3] + tuple(terms) + TRAIN_FIELDS[3:]  # loss terms after the total loss
+        fields = train_fields[:3] + tuple(terms) + train_fields[3:]  # loss terms after the total loss
         self._train = _open_csv(out_dir / "metrics.csv", fields, keep_until)
-        self._val = _open_csv(out_dir / "val.csv", VAL_FIELDS, keep_until)
+        self._val = _open_csv(out_dir / "val.csv", val_fields, keep_until)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import; only when asked for
@@ -57,11 +59,11 @@ class MetricsWriter:
                     self._tb.add_scalar(f"{prefix}/{key}", value, int(row["step"]))
 
     def train(self, row: dict[str, float]) -> None:
-        """One optimizer step: keys of ``TRAIN_FIELDS`` and the loss terms."""
+        """One optimizer step: keys of ``train_fields`` and the loss terms."""
         self._write(self._train, "train", row)
 
     def val(self, row: dict[str, float]) -> None:
-        """One validation: keys of ``VAL_FIELDS``."""
+        """One validation: keys of ``val_fields``."""
         self._write(self._val, "val", row)
 
     def close(self) -> None:

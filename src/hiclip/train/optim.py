@@ -29,8 +29,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(model: nn.Module, lr: float, betas: tuple[float, float], eps: float,
-                   weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over ``param_groups(model, weight_decay)``.
+                   weight_decay: float, groups: list[dict] | None = None) -> torch.optim.AdamW:
+    """AdamW over ``param_groups(model, weight_decay)``, or over ``groups`` when given.
 
     The fused kernel (CPU and CUDA) updates all parameters in one pass: on the Tiny
     configs, whose 49408-word embedding holds most parameters, it is ~7x faster than
@@ -38,4 +38,5 @@ def make_optimizer(model: nn.Module, lr: float, betas: tuple[float, float], eps:
     """
     device = next(model.parameters()).device.type
     fast = {"fused": True} if device in ("cpu", "cuda") else {"foreach": True}
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, **fast)
+    groups = param_groups(model, weight_decay) if groups is None else groups
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **fast)

@@ -25,6 +25,6 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> flo
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set ``lr`` in every parameter group."""
+    """Set ``lr`` in every parameter group, times the group's ``lr_mult`` where it has one."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)

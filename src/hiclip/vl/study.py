@@ -1,0 +1,147 @@
+"""Does pretraining help reasoning? Fine-tune several pretrained models alike on the world's
+VQA and visual-entailment tasks and compare them, with text-only baselines.
+
+``run_vl_study(checkpoints, cfg)``: ``checkpoints[label][seed]`` is a pretrained checkpoint
+(or a model name: random initialisation). Each is fine-tuned on every task of ``cfg.tasks``
+with the same budget, data and options, its seed as the fine-tuning seed, then evaluated on
+the test and held-out splits. Runs live in ``cfg.out/<label>-s<seed>/<task>/``; a rerun
+skips finished evaluations and resumes unfinished fine-tuning. The returned ``table`` maps a
+metric label ("world-vqa acc: colour") to ``{label: [value per seed]}``, the layout of the
+demo report's tables; ``baselines`` maps the same labels to the question-only /
+hypothesis-only accuracy (``hiclip.vl.baselines``), which does not depend on the model.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .baselines import text_only_baseline
+from .config import FinetuneConfig
+from .finetune import finetune
+from .run import evaluate_checkpoint
+from .tasks import load_task
+
+SPLITS = ("test", "holdout")
+
+
+@dataclass
+class VLStudyConfig:
+    """The fine-tuning budget and evaluation shared by every run of a study."""
+
+    out: str = "vl_study"
+    tasks: tuple[str, ...] = ("world-vqa", "world-ve")
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 1e-4
+    lr_mult_fusion: float = 5.0
+    lr_mult_head: float = 10.0
+    warmup_steps: int = 30
+    head: str = "fusion"
+    freeze_encoders: bool = False
+    world_samples: int = 20_000
+    eval_samples: int = 1000
+    workers: int = 1
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool = True
+
+
+def _label(task: str, split: str, key: str) -> str:
+    what = "acc" if key == "accuracy" else f"acc: {key.removeprefix('accuracy_')}"
+    return f"{task} {what}" + (" (held-out combos)" if split == "holdout" else "")
+
+
+def _flatten(task: str, split: str, metrics: dict[str, float]) -> dict[str, float]:
+    keys = [k for k in metrics if k == "accuracy" or (k.startswith("accuracy_") and split == "test")]
+    return {_label(task, split, k): metrics[k] for k in keys}
+
+
+def _one_run(model: str, seed: int, task: str, cfg: VLStudyConfig, out: Path) -> dict[str, float]:
+    done = out / "study_metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    ft = FinetuneConfig(task=task, output_dir=str(out), model=model, seed=seed, steps=cfg.steps,
+                        batch_size=cfg.batch_size, lr=cfg.lr, lr_mult_fusion=cfg.lr_mult_fusion,
+                        lr_mult_head=cfg.lr_mult_head, warmup_steps=cfg.warmup_steps, head=cfg.head,
+                        freeze_encoders=cfg.freeze_encoders, world_samples=cfg.world_samples, workers=cfg.workers,
+                        device=cfg.device, threads=cfg.threads, progress=cfg.progress, resume="latest",
+                        save_every=max(cfg.steps // 2, 1), val_every=0, val_samples=min(cfg.eval_samples, 500))
+    summary = finetune(ft)
+    if summary["stopped"] != "completed":
+        raise RuntimeError(f"fine-tuning {out} stopped early ({summary['stopped']}); rerun to continue")
+    flat: dict[str, float] = {}
+    for split in SPLITS:
+        metrics = evaluate_checkpoint(summary["checkpoint"], split, samples=cfg.eval_samples,
+                                      batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device)
+        flat.update(_flatten(task, split, metrics))
+    done.write_text(json.dumps(flat, indent=2))
+    return flat
+
+
+def _baselines(cfg: VLStudyConfig, out: Path) -> dict[str, float]:
+    path = out / "baselines.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result: dict[str, float] = {}
+    for task in cfg.tasks:
+        train = load_task(task, "train", 32, cfg.world_samples)
+        for split in SPLITS:
+            result.update(_flatten(task, split, text_only_baseline(train, load_task(task, split, 32,
+                                                                                   cfg.eval_samples))))
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def run_vl_study(checkpoints: dict[str, dict[int, str]], cfg: VLStudyConfig = VLStudyConfig()) -> dict[str, Any]:
+    """Fine-tune and evaluate every (label, seed) on every task (module docstring).
+
+    -> ``{"table": {metric: {label: [per seed]}}, "baselines": {metric: value}, "seeds": {label: [seeds]},
+    "config": ..., "time_s": ...}``; also written to ``cfg.out/study.json``.
+    """
+    out, started = Path(cfg.out), time.monotonic()
+    table: dict[str, dict[str, list[float]]] = {}
+    for label, by_seed in checkpoints.items():
+        for seed, model in sorted(by_seed.items()):
+            for task in cfg.tasks:
+                for metric, value in _one_run(str(model), seed, task, cfg, out / f"{label}-s{seed}" / task).items():
+                    table.setdefault(metric, {}).setdefault(label, []).append(value)
+    result = {"table": table, "baselines": _baselines(cfg, out),
+              "seeds": {label: sorted(s) for label, s in checkpoints.items()}, "config": asdict(cfg),
+              "time_s": time.monotonic() - started}
+    (out / "study.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def format_study(result: dict[str, Any]) -> str:
+    """A markdown table: metric, each label's mean ± sd over seeds, the text-only baseline, and for
+    two labels their difference and whether it exceeds 2 sd (|Δ| > 2·sqrt((sd₁² + sd₂²)/2))."""
+    labels = list(result["seeds"])
+    pair = len(labels) == 2
+    header = ["metric", *labels, "text only"] + ([f"Δ ({labels[0]} − {labels[1]})", "> 2 sd?"] if pair else [])
+    rows = []
+    for metric, by_label in result["table"].items():
+        stats = [_mean_sd(by_label.get(label, [])) for label in labels]
+        row = [metric] + [_fmt(m, s) for m, s in stats] + [_fmt(result["baselines"].get(metric), None)]
+        if pair:
+            (m1, s1), (m2, s2) = stats
+            big = None if s1 is None or s2 is None else abs(m1 - m2) > 2 * ((s1 ** 2 + s2 ** 2) / 2) ** 0.5
+            row += [f"{m1 - m2:+.3f}", "—" if big is None else ("**yes**" if big else "no")]
+        rows.append(row)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float | None]:
+    return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None) if values else (
+        float("nan"), None)
+
+
+def _fmt(mean: float | None, sd: float | None) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.3f}" if sd is None else f"{mean:.3f} ± {sd:.3f}"

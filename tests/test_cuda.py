@@ -21,7 +21,7 @@ from hiclip.attention import GridStructure, ResidualBlock
 from hiclip.config import load_config
 from hiclip.kernels import Prior
 from hiclip.train import TrainConfig, train
-from hiclip.train import checkpoint as ckpt
+from hiclip.checkpoint import Checkpoint
 from hiclip.train.metrics import read_csv
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -149,8 +149,8 @@ def test_cuda_training_resumes_exactly(tiny_json, tmp_path):
     a = [r["loss"] for r in read_csv(tmp_path / "a" / "metrics.csv")]
     b = [r["loss"] for r in read_csv(tmp_path / "b" / "metrics.csv")]
     assert len(a) == 3 and b == pytest.approx(a, abs=1e-4)
-    sa = ckpt.load_checkpoint(tmp_path / "a" / "checkpoints" / "latest.pt")["state_dict"]
-    sb = ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["state_dict"]
+    sa = Checkpoint.load(tmp_path / "a" / "checkpoints" / "latest.pt").state_dict
+    sb = Checkpoint.load(tmp_path / "b" / "checkpoints" / "latest.pt").state_dict
     for name in sa:  # GPU reductions (flex's captured-buffer gradients use atomics): not bitwise
         err, size = (sb[name].double() - sa[name].double()).norm().item(), sa[name].double().norm().item()
         assert err <= 1e-4 * size + 1e-6, f"{name}: |resumed - straight| = {err:.3g}, |straight| = {size:.3g}"

@@ -50,8 +50,8 @@ class Checkpoint:
     ``model``: the model name or JSON config path; ``model_config``: ``ModelCfg.to_dict()``;
     ``optimizer`` / ``scheduler`` / ``scaler``: their ``state_dict()``s (None outside
     training); ``objective``: extra state of the training objective (tensors by name, e.g.
-    a feature queue); ``rng`` and ``skips``: one entry per rank; ``config``: the
-    ``TrainConfig`` as a dict.
+    a feature queue); ``vl``: a fine-tuned task head (``hiclip.vl``: task, answers, head config
+    and weights); ``rng`` and ``skips``: one entry per rank; ``config``: the run's config as a dict.
     """
     model: str
     model_config: dict[str, Any]
@@ -63,6 +63,7 @@ class Checkpoint:
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None
     objective: dict[str, torch.Tensor] = field(default_factory=dict)
+    vl: dict[str, Any] | None = None
     rng: list[dict[str, Any]] = field(default_factory=list)
     skips: list[dict[str, int]] = field(default_factory=list)
     world_size: int = 1

@@ -8,6 +8,7 @@ import torch
 from hiclip import create_model
 from hiclip.cli import main
 from hiclip.train.metrics import read_csv
+from hiclip.checkpoint import Checkpoint
 from hiclip.vl import FinetuneConfig, evaluate_checkpoint, finetune, load_finetuned
 
 
@@ -34,7 +35,7 @@ def test_frozen_encoders_stay_bit_identical(tmp_path, pretrained):
     model, *_ = load_finetuned(summary["checkpoint"])
     after = model.encoder.state_dict()
     assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
-    head = torch.load(summary["checkpoint"], weights_only=False)["vl"]["head_state_dict"]
+    head = Checkpoint.load(summary["checkpoint"]).vl["head_state_dict"]
     fresh = load_finetuned(summary["checkpoint"])[0].head.state_dict()
     assert all(torch.equal(head[k], fresh[k]) for k in head)
     # ... while a full fine-tune moves them

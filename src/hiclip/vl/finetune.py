@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .. import factory
-from ..train import checkpoint as ckpt
+from ..checkpoint import Checkpoint, RunPaths, rng_state, set_rng_state
 from ..train.distributed import resolve_device
 from ..train.loop import TrainingDiverged
 from ..train.metrics import MetricsWriter
@@ -100,7 +100,7 @@ class _Run:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("hiclip finetune runs in a single process (no torchrun)")
         self.cfg, self.out = cfg, Path(cfg.output_dir)
-        self.ckpt_dir = self.out / "checkpoints"
+        self.paths = RunPaths(self.out)
         self.device = resolve_device(cfg.device)
         resume_path = self._resume_path()
         if cfg.threads is not None:
@@ -130,31 +130,31 @@ class _Run:
 
     def _resume_path(self) -> Path | None:
         if self.cfg.resume:
-            return ckpt.resolve_resume(self.cfg.resume, self.ckpt_dir)
-        if (self.ckpt_dir / ckpt.LATEST).exists() or ckpt.step_checkpoints(self.ckpt_dir):
+            return self.paths.resolve_resume(self.cfg.resume)
+        if self.paths.latest.exists() or self.paths.step_checkpoints():
             raise ValueError(f"{self.out} already holds checkpoints; pass --resume latest to continue that run "
                              "or choose another --output-dir")
         return None
 
     def _restore(self, path: Path) -> None:
-        state = ckpt.load_checkpoint(path)
-        vl = state.get("vl") or {}
+        state = Checkpoint.load(path)
+        vl = state.vl or {}
         mine = {"model_config": self.model.encoder.cfg.to_dict(), "head": self.model.head_cfg.to_dict(),
                 "answers": self.train_task.answers, "task": self.cfg.task, "batch_size": self.cfg.batch_size,
                 "freeze_encoders": self.cfg.freeze_encoders}
-        theirs = {"model_config": state["model_config"], "batch_size": state.get("batch_size"), **vl}
+        theirs = {"model_config": state.model_config, "batch_size": state.batch_size, **vl}
         changed = [k for k, v in mine.items() if theirs.get(k) != v]
-        if changed:
-            raise ValueError(f"{path} is not a checkpoint of this fine-tuning run (it differs in {changed}); "
-                             "resume with the options it was written with")
-        self.model.encoder.load_state_dict(state["state_dict"])
+        if changed or not state.resumable:
+            raise ValueError(f"{path} is not a resumable checkpoint of this fine-tuning run (it differs in "
+                             f"{changed or ['training state']}); resume with the options it was written with")
+        self.model.encoder.load_state_dict(state.state_dict)
         self.model.head.load_state_dict(vl["head_state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"][0])
-        self.skips = Counter(state.get("skips", [{}])[0])
-        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.optimizer.load_state_dict(state.optimizer)
+        if self.scaler is not None and state.scaler:
+            self.scaler.load_state_dict(state.scaler)
+        set_rng_state(state.rng[0])
+        self.skips = Counter(state.skips[0] if state.skips else {})
+        self.step, self.epoch, self.batch_in_epoch = state.step, state.epoch, state.batch_in_epoch
         self.last_checkpoint, self.saved_step = path, self.step
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
 
@@ -167,8 +167,9 @@ class _Run:
         return self.cfg.steps if self.cfg.steps is not None else per_epoch * self.cfg.epochs
 
     def run(self) -> dict[str, Any]:
-        ckpt.remove_partial_files(self.ckpt_dir)
-        self.metrics = MetricsWriter(self.out, self.step, self.cfg.tensorboard, TRAIN_FIELDS, VAL_FIELDS)
+        self.paths.remove_partial_files()
+        self.metrics = MetricsWriter(self.out, self.step, self.cfg.tensorboard, train_fields=TRAIN_FIELDS,
+                                     val_fields=VAL_FIELDS)
         start_step, started = self.step, time.monotonic()
         self.last_loss, self.val_step = float("nan"), -1
         try:
@@ -237,19 +238,18 @@ class _Run:
 
     def _save(self) -> None:
         cfg, model = self.cfg, self.model
-        state = {"model": self.name, "model_config": model.encoder.cfg.to_dict(),
-                 "state_dict": model.encoder.state_dict(),
-                 "vl": {"task": cfg.task, "answers": self.train_task.answers, "head": model.head_cfg.to_dict(),
-                        "head_state_dict": model.head.state_dict(), "freeze_encoders": cfg.freeze_encoders},
-                 "optimizer": self.optimizer.state_dict(),
-                 "scheduler": {"step": self.step, "base_lr": cfg.lr, "warmup_steps": cfg.warmup_steps,
-                               "total_steps": self.total_steps},
-                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": [ckpt.rng_state()],
-                 "skips": [dict(self.skips)], "step": self.step, "epoch": self.epoch,
-                 "batch_in_epoch": self.batch_in_epoch, "world_size": 1, "batch_size": cfg.batch_size,
-                 "accum_freq": 1, "config": cfg.to_dict()}
-        ckpt.save_checkpoint(state, self.ckpt_dir, cfg.keep_checkpoints)
-        self.last_checkpoint, self.saved_step = self.ckpt_dir / ckpt.LATEST, self.step
+        state = Checkpoint(
+            model=self.name, model_config=model.encoder.cfg.to_dict(), state_dict=model.encoder.state_dict(),
+            vl={"task": cfg.task, "answers": self.train_task.answers, "head": model.head_cfg.to_dict(),
+                "head_state_dict": model.head.state_dict(), "freeze_encoders": cfg.freeze_encoders},
+            optimizer=self.optimizer.state_dict(),
+            scheduler={"step": self.step, "base_lr": cfg.lr, "warmup_steps": cfg.warmup_steps,
+                       "total_steps": self.total_steps},
+            scaler=self.scaler.state_dict() if self.scaler else None, rng=[rng_state()],
+            skips=[dict(self.skips)], step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
+            world_size=1, batch_size=cfg.batch_size, accum_freq=1, config=cfg.to_dict())
+        self.paths.save(state, cfg.keep_checkpoints)
+        self.last_checkpoint, self.saved_step = self.paths.latest, self.step
 
     def _validate(self, limit: int) -> tuple[dict[str, float], list[dict]]:
         loader = make_loader(self.val_task, self.transform, self.tokenizer, self.cfg.batch_size,

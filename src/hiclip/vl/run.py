@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch
 
 from .. import factory
+from ..checkpoint import read_info
 from ..train.distributed import resolve_device
 from .data import make_loader
 from .evaluate import evaluate, write_results
@@ -16,7 +17,7 @@ from .tasks import load_task
 
 def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> tuple[VLModel, Callable, Callable, dict]:
     """-> (model in eval mode, eval transform, tokenizer, the checkpoint's ``vl`` fields and ``model``)."""
-    info = factory.load_checkpoint_info(path)
+    info = read_info(path)
     vl = info.get("vl")
     if not isinstance(vl, dict) or "head_state_dict" not in vl:
         raise ValueError(f"{path} is not a checkpoint of `hiclip finetune` (it has no task head)")

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from ..data.skips import load_image
+from ..data.images import load_image
 from .world_base import WorldExample, scene_world
 from .world_ve import LABELS, make_hypothesis
 from .world_vqa import ANSWERS, make_question

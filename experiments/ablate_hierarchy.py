@@ -137,8 +137,8 @@ def eval_all(out: Path, names: list[str], seeds: list[int], n: int) -> None:
             ckpt = rd / "checkpoints" / "latest.pt"
             if path.is_file() or not (rd / "summary.json").is_file():
                 continue
-            cfg_path = out / "configs" / f"{name}.json"
-            model, transform, tokenizer = load_for_inference(str(cfg_path), ckpt, "cpu")
+            spec = DEMO_RUNS.get(name) or str(out / "configs" / f"{name}.json")  # as the run was trained
+            model, transform, tokenizer = load_for_inference(spec, ckpt, "cpu")
             records = evaluate_model(model, transform, tokenizer, model_name=name, pretrained=str(ckpt),
                                      tasks=("zeroshot_retrieval", "compositional"), datasets=("world",),
                                      output_dir=rd / "eval", verbose=False, batch_size=128,

@@ -68,12 +68,12 @@ def variant_config(name: str) -> dict:
 
 DEMO_RUNS = {"hiclip": "HiCLIP-Tiny", "clip": "CLIP-Tiny"}
 """Variants that are the demo's own models: their runs are the demo's (same recipe, same seeds)."""
-DEMO_OUT = Path("demo_out")
 
 
-def run_dir(out: Path, name: str, seed: int) -> Path:
+def run_dir(out: Path, name: str, seed: int, demo_out: Path) -> Path:
+    """Where variant `name`'s run for `seed` lives: the demo's own run for its models, else under `out`."""
     if name in DEMO_RUNS:
-        return DEMO_OUT / "runs" / f"{DEMO_RUNS[name]}-s{seed}"
+        return demo_out / "runs" / f"{DEMO_RUNS[name]}-s{seed}"
     return out / "runs" / f"{name}-s{seed}"
 
 
@@ -100,7 +100,7 @@ def _claim(rd: Path) -> bool:
     return True
 
 
-def train_all(out: Path, names: list[str], seeds: list[int], steps: int) -> None:
+def train_all(out: Path, names: list[str], seeds: list[int], steps: int, demo_out: Path) -> None:
     from hiclip.demo import DemoConfig
     from hiclip.demo.pipeline import train_config
     from hiclip.train.loop import train
@@ -109,12 +109,12 @@ def train_all(out: Path, names: list[str], seeds: list[int], steps: int) -> None
     for seed in seeds:
         for name in names:
             if name in DEMO_RUNS:
-                if not (run_dir(out, name, seed) / "summary.json").is_file():
-                    print(f"{name}: run `hiclip demo --out {DEMO_OUT}` for its runs", flush=True)
+                if not (run_dir(out, name, seed, demo_out) / "summary.json").is_file():
+                    print(f"{name}: run `hiclip demo --out {demo_out}` for its runs", flush=True)
                 continue
             cfg_path = out / "configs" / f"{name}.json"
             cfg_path.write_text(json.dumps(variant_config(name), indent=1))
-            rd = run_dir(out, name, seed)
+            rd = run_dir(out, name, seed, demo_out)
             if (rd / "summary.json").is_file() or not _claim(rd):
                 continue
             t0 = time.time()
@@ -125,14 +125,14 @@ def train_all(out: Path, names: list[str], seeds: list[int], steps: int) -> None
             print(f"{name} seed {seed}: {summary['steps']} steps in {summary['wall_s']:.0f}s", flush=True)
 
 
-def eval_all(out: Path, names: list[str], seeds: list[int], n: int) -> None:
+def eval_all(out: Path, names: list[str], seeds: list[int], n: int, demo_out: Path) -> None:
     from hiclip.eval.run import evaluate_model
     from hiclip.factory import load_for_inference
     from hiclip.induce.run import validation_report
 
     for seed in seeds:
         for name in names:
-            rd = run_dir(out, name, seed)
+            rd = run_dir(out, name, seed, demo_out)
             path = rd / "val_scores.json"
             ckpt = rd / "checkpoints" / "latest.pt"
             if path.is_file() or not (rd / "summary.json").is_file():
@@ -164,12 +164,12 @@ COLUMNS = [("tree_f1", "tree F1"), ("tree_f1_topdown", "tree F1 (top-down, τ 0.
            ("compositional", "compositional acc")]
 
 
-def table(out: Path, names: list[str], seeds: list[int]) -> str:
+def table(out: Path, names: list[str], seeds: list[int], demo_out: Path) -> str:
     rows = ["| variant | " + " | ".join(c[1] for c in COLUMNS) + " | seeds |",
             "|---|" + "---:|" * (len(COLUMNS) + 1)]
     data = {}
     for name in names:
-        runs = [json.loads(p.read_text()) for s in seeds if (p := run_dir(out, name, s) / "val_scores.json").is_file()]
+        runs = [json.loads(p.read_text()) for s in seeds if (p := run_dir(out, name, s, demo_out) / "val_scores.json").is_file()]
         data[name] = runs
         cells = []
         for key, _ in COLUMNS:
@@ -183,7 +183,6 @@ def table(out: Path, names: list[str], seeds: list[int]) -> str:
 
 
 def main() -> None:
-    global DEMO_OUT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("phase", choices=["train", "eval", "table", "all"])
     ap.add_argument("--out", default="ablation_out")
@@ -193,14 +192,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=RECIPE["steps"])
     ap.add_argument("--n", type=int, default=400, help="validation samples per score")
     args = ap.parse_args()
-    out, seeds = Path(args.out), list(range(args.seeds))
-    DEMO_OUT = Path(args.demo_out)
+    out, seeds, demo_out = Path(args.out), list(range(args.seeds)), Path(args.demo_out)
     if args.phase in ("train", "all"):
-        train_all(out, args.variants, seeds, args.steps)
+        train_all(out, args.variants, seeds, args.steps, demo_out)
     if args.phase in ("eval", "all"):
-        eval_all(out, args.variants, seeds, args.n)
+        eval_all(out, args.variants, seeds, args.n, demo_out)
     if args.phase in ("table", "all"):
-        print(table(out, args.variants, seeds))
+        print(table(out, args.variants, seeds, demo_out))
 
 
 if __name__ == "__main__":

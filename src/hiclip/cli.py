@@ -251,10 +251,19 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
     command = "hiclip " + " ".join(sys.argv[1:])
-    cfg = DemoConfig(out=args.out, seeds=args.seeds, seed=args.seed,
+    unknown = [m for m in args.models if m not in factory.list_models()]
+    if unknown:
+        print(f"error: unknown model(s) {', '.join(unknown)}; `hiclip models` lists them", file=sys.stderr)
+        return 2
+    cfg = DemoConfig(out=args.out, seeds=args.seeds, seed=args.seed, models=tuple(args.models),
                      device=args.device, steps=args.steps, lr=args.lr, eval_samples=args.eval_samples,
-                     induce_samples=args.induce_samples, progress=not args.no_progress, commands=[command])
-    run_demo(cfg)
+                     induce_samples=args.induce_samples, progress=not args.no_progress, commands=[command],
+                     vl=args.vl, vl_steps=args.vl_steps)
+    try:
+        run_demo(cfg)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -266,6 +275,14 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
                                    "steps and seeds; evaluation, hierarchy induction and OUT/report.md + .html. "
                                    "Rerunning continues an interrupted run.")
     p.add_argument("--out", default=d.out, help="output directory (default: %(default)s)")
+    p.add_argument("--models", nargs="+", default=list(d.models), metavar="MODEL",
+                   help="built-in models trained alike; with more than two, the report compares every pair that "
+                        "differs only in hierarchy or only in objective, e.g. CLIP-Tiny HiCLIP-Tiny DeCLIP-Tiny "
+                        "HiDeCLIP-Tiny (default: %(default)s)")
+    p.add_argument("--vl", action="store_true", help="also fine-tune every pretrained run on world-vqa and world-ve "
+                   "and report the accuracies beside the text-only baselines")
+    p.add_argument("--vl-steps", type=int, default=d.vl_steps,
+                   help="fine-tuning steps per run and task with --vl (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per model, for mean ± sd (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="first seed (default: %(default)s)")
     p.add_argument("--steps", type=int, default=d.steps, help="training steps per run: the same plan on every machine; the expected time is "

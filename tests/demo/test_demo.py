@@ -4,7 +4,8 @@ import json
 import pytest
 
 from hiclip.demo import DemoConfig, pipeline, run_demo
-from hiclip.demo.report import _beyond_baseline, _significant, metric_rows, verdicts
+from hiclip.demo.report import comparison_pairs, metric_rows, verdicts
+from hiclip.eval.compare import beyond_baseline as _beyond_baseline, significant as _significant
 
 
 def test_significance_rule_hand_cases():
@@ -26,9 +27,14 @@ def test_rows_and_verdicts_report_a_loss_plainly():
 def test_demo_runs_with_a_tiny_budget_and_resumes(tmp_path):
     cfg = DemoConfig(out=str(tmp_path / "demo"), steps=2, seeds=2, eval_samples=16,
                      induce_samples=8, val_samples=16,
-                     batch_size=8, workers=0, progress=False, commands=["pytest"])
+                     batch_size=8, workers=0, progress=False, commands=["pytest"],
+                     vl=True, vl_steps=2, vl_samples=32, vl_eval_samples=8)
     report = run_demo(cfg)
     text = report.read_text()
+    study = json.loads((tmp_path / "demo" / "vl" / "study.json").read_text())
+    assert study["seeds"] == {"HiCLIP-Tiny": [0, 1], "CLIP-Tiny": [0, 1]}
+    assert len(study["table"]["world-ve acc"]["CLIP-Tiny"]) == 2
+    assert "## Vision–language fine-tuning" in text and "| world-vqa acc: count |" in text
     assert "| zero-shot shape acc |" in text and "caption trees: bracket F1 (val-chosen read-out)" in text
     induce = json.loads((tmp_path / "demo" / "induce" / "HiCLIP-Tiny-s0.json").read_text())
     assert induce["tune_split"] == "val" and induce["split"] == "test" and "chosen" in induce["groups"]
@@ -62,3 +68,35 @@ def test_baseline_verdict_needs_two_sd_margin():
     out = verdicts(table, ("H", "C"))
     assert any("beats the random-tree baseline by more than two standard deviations" in v for v in out)
     assert any("does not beat the right-branching baseline" in v for v in out)
+
+
+def test_four_way_pairs_differ_in_one_thing():
+    pairs = comparison_pairs(("CLIP-Tiny", "HiCLIP-Tiny", "DeCLIP-Tiny", "HiDeCLIP-Tiny"))
+    assert sorted(pairs) == sorted([("HiCLIP-Tiny", "CLIP-Tiny"), ("HiDeCLIP-Tiny", "DeCLIP-Tiny"),
+                                    ("DeCLIP-Tiny", "CLIP-Tiny"), ("HiDeCLIP-Tiny", "HiCLIP-Tiny")])
+    assert comparison_pairs(("CLIP-Tiny", "HiCLIP-Tiny")) == [("CLIP-Tiny", "HiCLIP-Tiny")]  # two: as given
+
+
+def test_rows_of_several_pairs_bold_only_real_differences():
+    table = {"m": {"A": [0.50, 0.51, 0.52], "B": [0.30, 0.31, 0.32], "C": [0.45, 0.55, 0.65]}}
+    (row,) = metric_rows(table, ("A", "B", "C"), [("A", "B"), ("A", "C")])
+    # A − B = +0.200 with pooled sd 0.010: real; A − C = −0.040 with pooled sd ≈ 0.071: noise
+    assert row == ["m", "0.510 ± 0.010", "0.310 ± 0.010", "0.550 ± 0.100", "**+0.200**", "-0.040"]
+    sentences = verdicts({"compositional acc (all)": table["m"]}, ("A", "B", "C"), [("A", "B"), ("A", "C")])
+    assert sentences[0].startswith("A beats B") and "by more than two standard deviations" in sentences[0]
+    assert sentences[1].startswith("A does not beat C") and "two standard deviations" not in sentences[1]
+
+
+def test_demo_refuses_another_plan_in_the_same_folder(tmp_path):
+    (tmp_path / "plan.json").write_text(json.dumps({"steps": 200, "seconds_per_step": {"HiCLIP-Tiny": 1.0}}))
+    with pytest.raises(ValueError, match="planned for 200 steps"):
+        run_demo(DemoConfig(out=str(tmp_path), steps=800, progress=False))
+
+
+def test_demo_cli_rejects_unknown_models_and_another_plan(tmp_path, capsys):
+    from hiclip.cli import main
+    assert main(["demo", "--models", "HiCLIP-Tiny", "Nope-Tiny", "--out", str(tmp_path)]) == 2
+    assert "unknown model(s) Nope-Tiny" in capsys.readouterr().err
+    (tmp_path / "plan.json").write_text(json.dumps({"steps": 200, "seconds_per_step": {"HiCLIP-Tiny": 1.0}}))
+    assert main(["demo", "--steps", "800", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "--steps 200" in capsys.readouterr().err

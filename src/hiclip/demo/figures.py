@@ -15,6 +15,11 @@ from ..checkpoint import run_name  # noqa: E402
 from ..induce.trees import Tree  # noqa: E402
 
 
+COLOURS = ("tab:red", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+           "tab:olive", "tab:cyan")
+"""One colour per model, in the order of ``--models``."""
+
+
 def _read(path: Path) -> list[dict[str, float]]:
     from ..train.metrics import read_csv
     return read_csv(path) if path.is_file() else []
@@ -29,7 +34,7 @@ def _smooth(y: np.ndarray, k: int) -> np.ndarray:
 def plot_curves(out: Path, models: tuple[str, ...], seeds: list[int], path: Path) -> None:
     """Training loss (smoothed, mean over seeds), validation loss and R@1 of every model."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for colour, model in zip(("tab:red", "tab:blue", "tab:green"), models):
+    for colour, model in zip(COLOURS, models):
         runs = [out / "runs" / run_name(model, s) for s in seeds]
         train = [_read(r / "metrics.csv") for r in runs]
         n = min(len(t) for t in train)
@@ -64,7 +69,7 @@ def plot_bars(table: dict[str, dict[str, list[float]]], labels: list[str], model
     x = np.arange(len(labels))
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(labels)), 4))
-    for i, (colour, model) in enumerate(zip(("tab:red", "tab:blue", "tab:green"), models)):
+    for i, (colour, model) in enumerate(zip(COLOURS, models)):
         vals = [table[lab].get(model, [np.nan]) for lab in labels]
         means = [np.mean(v) for v in vals]
         sds = [np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals]

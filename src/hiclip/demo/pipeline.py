@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,12 @@ EVAL_TASKS = ("zeroshot_classification", "zeroshot_retrieval", "compositional")
 
 @dataclass
 class DemoConfig:
-    """Options of the demo; the defaults are the recipe the README's numbers come from."""
+    """Options of the demo; the defaults are the recipe the README's numbers come from.
+
+    ``vl``: also fine-tune every pretrained run on world-vqa and world-ve
+    (:func:`hiclip.vl.run_vl_study`, ``vl_steps`` steps on ``vl_samples`` generated examples per
+    task, scored on ``vl_eval_samples`` test and held-out examples) and add the accuracies to
+    the report."""
 
     out: str = "demo_out"
     seeds: int = 3
@@ -40,6 +45,10 @@ class DemoConfig:
     workers: int = 1
     progress: bool = True
     commands: list[str] = field(default_factory=list)
+    vl: bool = False
+    vl_steps: int = 300
+    vl_samples: int = 20_000
+    vl_eval_samples: int = 1000
 
     @property
     def seed_list(self) -> list[int]:
@@ -96,6 +105,38 @@ def plan_steps(cfg: DemoConfig) -> dict[str, Any]:
     return {"steps": cfg.steps, "seconds_per_step": per_step, "estimated_train_minutes": estimate / 60}
 
 
+def _load_plan(cfg: DemoConfig, path: Path) -> dict[str, Any]:
+    """The stored plan of an earlier (interrupted or smaller) demo in the same folder, with any
+    new model's step timed; a new plan when there is none. Another step count in the same folder
+    is an error: its runs were scheduled for the stored one."""
+    plan = json.loads(path.read_text()) if path.is_file() else None
+    if plan and plan["steps"] != cfg.steps:
+        raise ValueError(f"{path.parent} holds a demo planned for {plan['steps']} steps per run, not "
+                         f"{cfg.steps}: use another --out for another plan (or --steps {plan['steps']})")
+    missing = [m for m in cfg.models if plan is None or m not in plan["seconds_per_step"]]
+    if missing:
+        print("timing one training step of each model, to estimate the run time ...", flush=True)
+        new = plan_steps(replace(cfg, models=tuple(missing)))
+        plan = new if plan is None else plan | {"seconds_per_step": plan["seconds_per_step"] | new["seconds_per_step"]}
+        plan["estimated_train_minutes"] = (1.15 * cfg.seeds * cfg.steps
+                                           * sum(plan["seconds_per_step"][m] for m in cfg.models) / 60)
+        _write_json(path, plan | {"config": asdict(cfg)})
+    return plan
+
+
+def run_vl_stage(cfg: DemoConfig) -> dict[str, Any]:
+    """Fine-tune every pretrained run alike on the world's VQA and entailment tasks
+    (results under ``cfg.out/vl``; finished runs are skipped on a rerun)."""
+    from ..vl.study import VLStudyConfig, run_vl_study
+    out = Path(cfg.out)
+    checkpoints = {m: {s: str(RunPaths(out / "runs" / run_name(m, s)).latest) for s in cfg.seed_list}
+                   for m in cfg.models}
+    return run_vl_study(checkpoints, VLStudyConfig(out=str(out / "vl"), steps=cfg.vl_steps, warmup_steps=max(cfg.vl_steps // 10, 1),
+                                                   batch_size=cfg.batch_size, world_samples=cfg.vl_samples,
+                                                   eval_samples=cfg.vl_eval_samples, workers=cfg.workers,
+                                                   device=cfg.device, progress=cfg.progress))
+
+
 _T0 = time.monotonic()
 
 
@@ -113,18 +154,12 @@ def run_demo(cfg: DemoConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    plan_path = out / "plan.json"
-    if plan_path.is_file():
-        plan = json.loads(plan_path.read_text())
-    else:
-        print("timing one training step of each model, to estimate the run time ...", flush=True)
-        plan = plan_steps(cfg) | {"config": asdict(cfg)}
-        _write_json(plan_path, plan)
+    plan = _load_plan(cfg, out / "plan.json")
     steps = plan["steps"]
     print(f"plan: {len(cfg.models)} models x {cfg.seeds} seeds x {steps} steps of {cfg.batch_size} pairs; "
           f"training is expected to take about {plan['estimated_train_minutes']:.0f} min on this machine", flush=True)
     runs = [(m, s) for s in cfg.seed_list for m in cfg.models]
-    total, n = 3 * len(runs) + 1, 0
+    total, n = 3 * len(runs) + 1 + int(cfg.vl), 0
     for model, seed in runs:
         name = run_name(model, seed)
         done = out / "runs" / name / "summary.json"
@@ -160,6 +195,10 @@ def run_demo(cfg: DemoConfig) -> Path:
             report = (induce_eval(net, transform, tokenizer, n=cfg.induce_samples, seed=0, progress=cfg.progress,
                                   tune_split="val") if net.has_hierarchy else {"no_hierarchy": True})
             _write_json(induce_path, report)
+    if cfg.vl:
+        n += 1
+        _stage(n, total, f"fine-tune every run on world-vqa and world-ve, {cfg.vl_steps} steps each")
+        run_vl_stage(cfg)
     n += 1
     _stage(n, total, "write the report")
     timing_path = out / "wall_time.json"

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..checkpoint import RunPaths, run_name
+from ..eval.compare import (beyond_baseline, comparison_header, comparison_rows, markdown_table, mean_sd,
+                            significant)
 
 # (label, task, dataset, metric key); read from `hiclip eval` records
 EVAL_METRICS = [
@@ -31,25 +32,6 @@ EVAL_METRICS = [
     ("compositional: relation swap", "compositional", "world", "acc_relation_swap"),
     ("compositional: attribute replace", "compositional", "world", "acc_attribute_replace"),
 ]
-
-
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), (statistics.stdev(values) if len(values) > 1 else float("nan"))
-
-
-def _significant(a: list[float], b: list[float]) -> bool | None:
-    """|mean difference| > 2 pooled standard deviations; None with fewer than 2 seeds."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    (ma, sa), (mb, sb) = _mean_sd(a), _mean_sd(b)
-    return bool(abs(ma - mb) > 2 * np.sqrt((sa ** 2 + sb ** 2) / 2))
-
-
-def _fmt(values: list[float] | None) -> str:
-    if not values:
-        return "—"
-    m, s = _mean_sd(values)
-    return f"{m:.3f}" if np.isnan(s) else f"{m:.3f} ± {s:.3f}"
 
 
 def collect(out: Path, models: tuple[str, ...], seeds: list[int]) -> dict[str, dict[str, list[float]]]:
@@ -89,62 +71,72 @@ def _induce_metrics(report: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def metric_rows(table: dict[str, dict[str, list[float]]], models: tuple[str, ...]) -> list[list[str]]:
-    """Markdown rows: metric, each model's mean ± sd, difference (first − second), > 2 sd?"""
-    rows = []
-    a, b = models[0], models[1]
-    for label, per_model in table.items():
-        va, vb = per_model.get(a), per_model.get(b)
-        diff, sig = "—", "—"
-        if va and vb:
-            diff = f"{np.mean(va) - np.mean(vb):+.3f}"
-            s = _significant(va, vb)
-            sig = "n/a (1 seed)" if s is None else ("**yes**" if s else "no")
-        rows.append([label, _fmt(va), _fmt(vb), diff, sig])
-    return rows
+def comparison_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
+    """The pairs (a, b) whose difference a − b the report tests.
+
+    Two models: the pair itself. More: every pair that differs in exactly one of *hierarchy*
+    and *objective* (HiCLIP − CLIP, HiDeCLIP − DeCLIP, DeCLIP − CLIP, HiDeCLIP − HiCLIP), the
+    model with the hierarchy / the DeCLIP objective first; when no such pair exists, the first
+    model against each other one."""
+    models = list(models)
+    if len(models) == 2:
+        return [(models[0], models[1])]
+    from ..factory import load_config
+    traits = {m: (load_config(m).has_hierarchy, load_config(m).objective) for m in models}
+    pairs = []
+    for a in models:
+        for b in models:
+            (ha, oa), (hb, ob) = traits[a], traits[b]
+            if (ha and not hb and oa == ob) or (ha == hb and oa == "declip" and ob == "clip"):
+                pairs.append((a, b))
+    return pairs or [(models[0], m) for m in models[1:]]
 
 
-def verdicts(table: dict[str, dict[str, list[float]]], models: tuple[str, ...]) -> list[str]:
-    """Plain sentences on the quality goal (issue 6), with the numbers."""
-    a, b = models[0], models[1]
+def metric_rows(table: dict[str, dict[str, list[float]]], models: Sequence[str],
+                pairs: Sequence[tuple[str, str]] | None = None) -> list[list[str]]:
+    """Markdown rows: metric, each model's mean ± sd, then the pairs' differences
+    (:func:`hiclip.eval.compare.comparison_rows`); ``pairs`` defaults to (first, second)."""
+    return comparison_rows(table, models, pairs or [(models[0], models[1])])
+
+
+def verdicts(table: dict[str, dict[str, list[float]]], models: Sequence[str],
+             pairs: Sequence[tuple[str, str]] | None = None) -> list[str]:
+    """Plain sentences on the quality goals, with the numbers: every pair on retrieval and
+    compositional accuracy, every hierarchy model's trees and groups against their baselines."""
     out = []
-    for label in ("compositional acc (all)", "retrieval image→text R@1", "retrieval text→image R@1"):
-        va, vb = table.get(label, {}).get(a), table.get(label, {}).get(b)
-        if not (va and vb):
-            continue
-        d = np.mean(va) - np.mean(vb)
-        s = _significant(va, vb)
-        word = "beats" if d > 0 else "does not beat"
-        if s is None:
-            how = "(one seed: no significance test)"
-        elif s:
-            how = "by more than two standard deviations" if d > 0 else "and loses by more than two standard deviations"
-        else:
-            how = "but not by two standard deviations" if d > 0 else ""
-        out.append(f"{a} {word} {b} on {label}: {np.mean(va):.3f} vs {np.mean(vb):.3f} ({d:+.3f}) {how}".strip() + ".")
+    for a, b in pairs or [(models[0], models[1])]:
+        for label in ("compositional acc (all)", "retrieval image→text R@1", "retrieval text→image R@1"):
+            va, vb = table.get(label, {}).get(a), table.get(label, {}).get(b)
+            if not (va and vb):
+                continue
+            d = mean_sd(va)[0] - mean_sd(vb)[0]
+            s = significant(va, vb)
+            word = "beats" if d > 0 else "does not beat"
+            if s is None:
+                how = "(one seed: no significance test)"
+            elif s:
+                how = "by more than two standard deviations" if d > 0 else "and loses by more than two standard deviations"
+            else:
+                how = "but not by two standard deviations" if d > 0 else ""
+            out.append(f"{a} {word} {b} on {label}: {mean_sd(va)[0]:.3f} vs {mean_sd(vb)[0]:.3f} ({d:+.3f}) {how}".strip()
+                       + ".")
     tree = "caption trees: bracket F1 (val-chosen read-out)"
-    for label, base, what in ((tree, "  baseline random-tree F1", "random-tree"),
-                              (tree, "  baseline left-branching F1", "left-branching"),
-                              (tree, "  baseline right-branching F1", "right-branching"),
-                              ("image groups: ARI (val-chosen layer and τ)", "  baseline blocks ARI (better of 2×2, 4×4)",
-                               "block-partition")):
-        v, bv = table.get(label, {}).get(a), table.get(base, {}).get(a)
-        if v and bv:
-            beyond = _beyond_baseline(v, float(np.mean(bv)))
-            word = "beats" if np.mean(v) > np.mean(bv) else "does not beat"
-            how = "" if beyond is None else (" by more than two standard deviations" if beyond
-                                             else " but not by two standard deviations" if np.mean(v) > np.mean(bv) else "")
-            out.append(f"{a}'s {label.split(':')[0]} ({label.split(': ')[1]}) {word} the {what} baseline{how}: "
-                       f"{np.mean(v):.3f} ± {_mean_sd(v)[1]:.3f} vs {np.mean(bv):.3f}.")
+    for a in models:
+        for label, base, what in ((tree, "  baseline random-tree F1", "random-tree"),
+                                  (tree, "  baseline left-branching F1", "left-branching"),
+                                  (tree, "  baseline right-branching F1", "right-branching"),
+                                  ("image groups: ARI (val-chosen layer and τ)",
+                                   "  baseline blocks ARI (better of 2×2, 4×4)", "block-partition")):
+            v, bv = table.get(label, {}).get(a), table.get(base, {}).get(a)
+            if v and bv:
+                m, sd, bm = mean_sd(v)[0], mean_sd(v)[1], mean_sd(bv)[0]
+                beyond = beyond_baseline(v, bm)
+                word = "beats" if m > bm else "does not beat"
+                how = "" if beyond is None else (" by more than two standard deviations" if beyond
+                                                 else " but not by two standard deviations" if m > bm else "")
+                out.append(f"{a}'s {label.split(':')[0]} ({label.split(': ')[1]}) {word} the {what} baseline{how}: "
+                           f"{m:.3f} ± {sd:.3f} vs {bm:.3f}.")
     return out
-
-
-def _beyond_baseline(values: list[float], baseline: float) -> bool | None:
-    """Mean over seeds above a fixed baseline by more than two standard deviations (None: 1 seed)."""
-    if len(values) < 2:
-        return None
-    m, s = _mean_sd(values)
-    return bool(m - baseline > 2 * s)
 
 
 def environment() -> dict[str, str]:
@@ -157,8 +149,25 @@ def environment() -> dict[str, str]:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    return markdown_table(header, rows, left=1)
+
+
+def vl_section(out: Path, models: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """The report's fine-tuning section from ``out/vl/study.json`` (the demo's ``--vl`` stage)."""
+    path = out / "vl" / "study.json"
+    if not path.is_file():
+        return []
+    study = json.loads(path.read_text())
+    c = study["config"]
+    return [f"## Vision–language fine-tuning (world-vqa, world-ve)\n",
+            f"Every pretrained checkpoint above fine-tuned alike ({c['steps']} steps of {c['batch_size']}, "
+            f"{c['head']} head, lr {c['lr']} with ×{c['lr_mult_fusion']} fusion and ×{c['lr_mult_head']} head, "
+            f"{'frozen' if c['freeze_encoders'] else 'trained'} encoders, its pretraining seed as the fine-tuning "
+            f"seed) on {c['world_samples']} training examples per task, then scored on {c['eval_samples']} test and "
+            "held-out examples. *text only*: the question-only / hypothesis-only baseline. "
+            f"Fine-tuning took {study['time_s'] / 60:.1f} min.\n",
+            _table(comparison_header(models, pairs, baseline="text only"),
+                   comparison_rows(study["table"], models, pairs, baselines=study["baselines"])), ""]
 
 
 def _chance(out: Path, model: str, seed: int) -> dict[str, float]:
@@ -193,15 +202,16 @@ def write_report(cfg: Any, plan: dict[str, Any], elapsed_s: float) -> Path:
     summaries = {run_name(m, s): json.loads((out / "runs" / run_name(m, s) / "summary.json").read_text())
                  for m in models for s in seeds}
     train_s = sum(v["time_s"] for v in summaries.values())
-    md = [f"# HiCLIP vs CLIP on the embedded world\n",
-          f"{models[0]} and {models[1]}, trained alike ({plan['steps']} steps of {cfg.batch_size} pairs, "
+    pairs = comparison_pairs(models)
+    md = [f"# {' vs '.join(models)} on the embedded world\n",
+          f"{', '.join(models[:-1])} and {models[-1]}, trained alike ({plan['steps']} steps of {cfg.batch_size} pairs, "
           f"lr {cfg.lr}, seeds {seeds}) and evaluated on held-out splits. Values are mean ± standard deviation "
           f"over {len(seeds)} seed(s); a difference is marked significant when it exceeds two pooled standard "
           "deviations.\n",
-          "## What it shows\n", *[f"- {v}" for v in verdicts(table, models)], "",
-          "## All metrics\n",
-          _table(["metric", models[0], models[1], f"Δ ({models[0]} − {models[1]})", "> 2 sd?"],
-                 metric_rows(table, models)), "",
+          "## What it shows\n", *[f"- {v}" for v in verdicts(table, models, pairs)], "",
+          "## All metrics\n", *(["Differences beyond 2 sd are in bold.\n"] if len(pairs) > 1 else []),
+          _table(comparison_header(models, pairs), metric_rows(table, models, pairs)), "",
+          *vl_section(out, models, pairs),
           "## Training\n", "![curves](figures/curves.png)\n",
           _table(["run", "steps", "final loss", "val R@1 i→t", "pairs/s", "time (s)"],
                  [[k, str(v["steps"]), f"{v['final_loss']:.3f}",

@@ -122,9 +122,9 @@ def benchmark_table(records: Sequence[dict[str, Any]], datasets: Sequence[str], 
     return ["model", "weights"] + columns + ["average"], rows
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub Markdown table, numbers right-aligned."""
-    align = ["---" if i < 2 else "---:" for i in range(len(header))]
+def markdown_table(header: list[str], rows: list[list[str]], left: int = 2) -> str:
+    """A GitHub Markdown table: the first ``left`` columns left-aligned, the rest (numbers) right-aligned."""
+    align = ["---" if i < left else "---:" for i in range(len(header))]
     return "\n".join("| " + " | ".join(r) + " |" for r in [header, align] + rows)
 
 

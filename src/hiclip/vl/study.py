@@ -13,12 +13,12 @@ hypothesis-only accuracy (``hiclip.vl.baselines``), which does not depend on the
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..eval.compare import comparison_header, comparison_rows, markdown_table
 from .baselines import text_only_baseline
 from .config import FinetuneConfig
 from .finetune import finetune
@@ -119,29 +119,8 @@ def run_vl_study(checkpoints: dict[str, dict[int, str]], cfg: VLStudyConfig = VL
 
 def format_study(result: dict[str, Any]) -> str:
     """A markdown table: metric, each label's mean ± sd over seeds, the text-only baseline, and for
-    two labels their difference and whether it exceeds 2 sd (|Δ| > 2·sqrt((sd₁² + sd₂²)/2))."""
+    two labels their difference and whether it exceeds 2 sd (:mod:`hiclip.eval.compare`)."""
     labels = list(result["seeds"])
-    pair = len(labels) == 2
-    header = ["metric", *labels, "text only"] + ([f"Δ ({labels[0]} − {labels[1]})", "> 2 sd?"] if pair else [])
-    rows = []
-    for metric, by_label in result["table"].items():
-        stats = [_mean_sd(by_label.get(label, [])) for label in labels]
-        row = [metric] + [_fmt(m, s) for m, s in stats] + [_fmt(result["baselines"].get(metric), None)]
-        if pair:
-            (m1, s1), (m2, s2) = stats
-            big = None if s1 is None or s2 is None else abs(m1 - m2) > 2 * ((s1 ** 2 + s2 ** 2) / 2) ** 0.5
-            row += [f"{m1 - m2:+.3f}", "—" if big is None else ("**yes**" if big else "no")]
-        rows.append(row)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _mean_sd(values: list[float]) -> tuple[float, float | None]:
-    return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None) if values else (
-        float("nan"), None)
-
-
-def _fmt(mean: float | None, sd: float | None) -> str:
-    if mean is None:
-        return "—"
-    return f"{mean:.3f}" if sd is None else f"{mean:.3f} ± {sd:.3f}"
+    pairs = [(labels[0], labels[1])] if len(labels) == 2 else []
+    return markdown_table(comparison_header(labels, pairs, baseline="text only"),
+                          comparison_rows(result["table"], labels, pairs, baselines=result["baselines"]), left=1)

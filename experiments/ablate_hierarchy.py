@@ -113,7 +113,8 @@ def train_all(out: Path, names: list[str], seeds: list[int], steps: int, demo_ou
                     print(f"{name}: run `hiclip demo --out {demo_out}` for its runs", flush=True)
                 continue
             cfg_path = out / "configs" / f"{name}.json"
-            cfg_path.write_text(json.dumps(variant_config(name), indent=1))
+            if not cfg_path.is_file():  # fixed at the variant's first run: every seed trains the same model
+                cfg_path.write_text(json.dumps(variant_config(name), indent=1))
             rd = run_dir(out, name, seed, demo_out)
             if (rd / "summary.json").is_file() or not _claim(rd):
                 continue

@@ -173,7 +173,7 @@ def test_text_avg_pool_is_the_mean_over_start_to_end():
         x = model.token_embedding(tokens) + model.positional_embedding[: tokens.shape[1]]
         from hiclip.attention import ChainStructure
         from hiclip.towers import content_mask
-        x, _ = model.transformer(x, model.attn_mask, ChainStructure(content_mask(tokens)))
+        x, _ = model.transformer(x, model._text_mask(tokens), ChainStructure(content_mask(tokens)))
         x = model.ln_final(x)
     for b, eot in enumerate(tokens.argmax(-1).tolist()):  # explicit mean over positions 0..eot
         want = sum(x[b, i] for i in range(eot + 1)) / (eot + 1)

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
 LATEST = "latest.pt"
@@ -145,7 +147,6 @@ def _clean(sd: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
 
 
 def _safetensors_info(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -164,7 +165,6 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint / weights file not found: {path}")
-        from safetensors.torch import load_file
         info = _safetensors_info(path)
         return _clean(load_file(str(path)), path), info
     obj = safe_load(path)
@@ -188,7 +188,6 @@ def read_info(path: str | Path) -> dict[str, Any]:
 def export_safetensors(src: str | Path, out: str | Path) -> Path:
     """Write the weights of ``src`` (any file :func:`read_weights` reads) to a ``.safetensors``
     file, with the model name, config and step in its metadata."""
-    from safetensors.torch import save_file
     sd, info = read_weights(src)
     meta = {_META + k: json.dumps(info[k]) for k in ("model", "model_config", "step") if k in info}
     out = Path(out)

@@ -12,7 +12,22 @@ import sys
 from pathlib import Path
 
 from . import factory
-from .data.images import DEFAULT_MAX_PIXELS
+from .checkpoint import export_safetensors, read_info
+from .data.images import DEFAULT_MAX_PIXELS, ImagePolicy, load_image
+from .data.prepare import prepare
+from .data.skips import Skip
+from .demo import DemoConfig, run_demo
+from .eval.results import benchmark_table, compare, markdown_table, read_results
+from .eval.run import SUITES, TASKS, run_benchmark, run_eval
+from .eval.standard import LAYOUTS
+from .induce.curve import checkpoint_curve, format_curve, plot_curve
+from .induce.draw import draw_groups, draw_tree, groups_gif
+from .induce.run import caption_trees, format_report, image_groups, induce_eval
+from .induce.trees import METHODS, Readout
+from .train.cli_args import add_train_arguments, config_from_args, run_from_args
+from .train.loop import TrainingDiverged
+from .vl import FinetuneConfig, evaluate_checkpoint, finetune
+from .vl.evaluate import format_metrics
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str = "HiCLIP-Tiny") -> None:
@@ -25,7 +40,6 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "HiCLIP-Tiny") ->
 
 
 def _add_readout_args(p: argparse.ArgumentParser) -> None:
-    from .induce.trees import METHODS, Readout
     d = Readout()
     p.add_argument("--readout", choices=METHODS, default=d.method,
                    help="tree read-out (docs/design.md §2; default: %(default)s, thresholds: --threshold)")
@@ -40,7 +54,6 @@ def _add_readout_args(p: argparse.ArgumentParser) -> None:
 
 
 def _readout(args: argparse.Namespace):
-    from .induce.trees import Readout
     return Readout(args.readout, args.threshold, args.down, args.side, args.min_layer, args.flat)
 
 
@@ -55,8 +68,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_parse(args: argparse.Namespace) -> int:
-    from .induce.draw import draw_tree
-    from .induce.run import caption_trees
     model, _, tokenizer = factory.load_for_inference(args.model, args.pretrained, args.device)
     trees, _ = caption_trees(model, tokenizer, args.captions, readout=_readout(args))
     for i, tree in enumerate(trees):
@@ -71,8 +82,6 @@ def _cmd_parse(args: argparse.Namespace) -> int:
 
 def _read_images(paths: list[str], policy) -> tuple[list[str], list]:
     """(paths, RGB images) of the readable ones; each unreadable one is named on stderr and left out."""
-    from .data.images import load_image
-    from .data.skips import Skip
     kept, images = [], []
     for path in paths:
         try:
@@ -88,9 +97,6 @@ def _read_images(paths: list[str], policy) -> tuple[list[str], list]:
 
 
 def _cmd_groups(args: argparse.Namespace) -> int:
-    from .data.images import ImagePolicy
-    from .induce.draw import draw_groups, groups_gif
-    from .induce.run import image_groups
     model, transform, _ = factory.load_for_inference(args.model, args.pretrained, args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +115,6 @@ def _cmd_groups(args: argparse.Namespace) -> int:
 def _cmd_induce_eval(args: argparse.Namespace) -> int:
     tune = None if args.tune_split == "none" else args.tune_split
     if args.checkpoints:
-        from .induce.curve import checkpoint_curve, format_curve, plot_curve
         rows = checkpoint_curve(args.checkpoints, n=args.n, tune_n=args.tune_n, device=args.device)
         print(format_curve(rows))
         png = plot_curve(rows, Path(args.out).with_suffix(".png") if args.out else Path(args.checkpoints) / "curve.png")
@@ -118,7 +123,6 @@ def _cmd_induce_eval(args: argparse.Namespace) -> int:
             Path(args.out).write_text(json.dumps(rows, indent=2))
             print(f"wrote {args.out}")
         return 0
-    from .induce.run import format_report, induce_eval
     model, transform, tokenizer = factory.load_for_inference(args.model, args.pretrained, args.device)
     report = induce_eval(model, transform, tokenizer, n=args.n, threshold=args.threshold, seed=args.seed,
                          split=args.split, gold_trees=args.gold_trees, tune_split=tune, tune_n=args.tune_n)
@@ -132,8 +136,6 @@ def _cmd_induce_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.results import benchmark_table, compare, markdown_table, read_results
-    from .eval.run import SUITES, run_benchmark, run_eval
     if args.compare:
         if any(Path(p).is_dir() for p in args.compare):  # one folder of results per model
             print(markdown_table(*benchmark_table(read_results(args.compare), SUITES["paper"])))
@@ -155,8 +157,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
-    from .eval.run import TASKS
-    from .eval.standard import LAYOUTS
     e = sub.add_parser("eval", help="zero-shot classification, retrieval, linear probe, compositional tests",
                        description="Evaluate a model; one CLIP_benchmark-style JSON per model x dataset x task.")
     e.add_argument("--model", help="model name, or a checkpoint from `hiclip train` (its model is read from it)")
@@ -198,7 +198,6 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .data.prepare import prepare
     summary = prepare(args.csv, args.out, img_key=args.csv_img_key, caption_key=args.csv_caption_key,
                       sep=args.csv_sep, image_root=args.image_root, size=args.size, max_pixels=args.max_pixels,
                       samples_per_shard=args.samples_per_shard, quality=args.quality, workers=args.workers)
@@ -230,7 +229,6 @@ def _add_prepare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import export_safetensors, read_info
     out = export_safetensors(args.checkpoint, args.out)
     info = read_info(out)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, model {info.get('model', 'unnamed')}, "
@@ -249,7 +247,6 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoConfig, run_demo
     command = "hiclip " + " ".join(sys.argv[1:])
     unknown = [m for m in args.models if m not in factory.list_models()]
     if unknown:
@@ -268,7 +265,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
-    from .demo import DemoConfig
     d = DemoConfig()
     p = sub.add_parser("demo", help="train HiCLIP-Tiny and CLIP-Tiny alike, evaluate both, write a report",
                        description="The main job: HiCLIP-Tiny vs CLIP-Tiny on the embedded world, same data, "
@@ -345,7 +341,6 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     _add_export_parser(sub)
     _add_prepare_parser(sub)
     _add_demo_parser(sub)
-    from .train.cli_args import add_train_arguments, run_from_args
     t = sub.add_parser("train", help="pretrain a model (embedded world, WebDataset or CSV; DDP with torchrun)")
     add_train_arguments(t)
     t.set_defaults(func=run_from_args)
@@ -353,10 +348,6 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from .train.cli_args import config_from_args
-    from .train.loop import TrainingDiverged
-    from .vl import FinetuneConfig, finetune
-    from .vl.evaluate import format_metrics
     try:
         s = finetune(config_from_args(args, FinetuneConfig))
     except TrainingDiverged as e:
@@ -373,8 +364,6 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune_eval(args: argparse.Namespace) -> int:
-    from .vl import evaluate_checkpoint
-    from .vl.evaluate import format_metrics
     m = evaluate_checkpoint(args.checkpoint, args.split, args.task, args.samples, args.batch_size, args.workers,
                             args.device, args.output_dir, args.predictions)
     print(f"{args.split} ({int(m['samples'])} examples): {format_metrics(m)}\nresults: {m['results']}")
@@ -382,8 +371,6 @@ def _cmd_finetune_eval(args: argparse.Namespace) -> int:
 
 
 def _add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
-    from .train.cli_args import add_train_arguments
-    from .vl import FinetuneConfig
     f = sub.add_parser("finetune", help="fine-tune on VQA or visual entailment (world, VQA v2, SNLI-VE)",
                        description="Fine-tune a model's towers with a task head; ends with an evaluation on the "
                                    "validation split (results JSON in the output directory).")

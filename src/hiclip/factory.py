@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transform import image_transform
 from PIL import Image
+from torchvision.transforms.functional import to_pil_image
 
 from . import checkpoint
 from .config import ModelCfg, list_configs, load_config
@@ -57,8 +59,6 @@ def create_model_and_transforms(name: str, pretrained: str | Path | None = None,
 
 def unnormalise(images: torch.Tensor) -> "Image.Image":
     """A (3, S, S) tensor from the eval transform -> the PIL image the model saw."""
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-    from torchvision.transforms.functional import to_pil_image
     mean = torch.tensor(OPENAI_DATASET_MEAN)[:, None, None]
     std = torch.tensor(OPENAI_DATASET_STD)[:, None, None]
     return to_pil_image((images * std + mean).clamp(0, 1))

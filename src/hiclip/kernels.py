@@ -233,7 +233,7 @@ def prior_attention(q, k, v, mask, prior: Prior, multiplicative: bool, kernel: s
         return materialized_attention(q, k, v, mask, prior, multiplicative)
     with torch.autocast(q.device.type, enabled=False):
         if kernel == "flex":
-            from . import kernels_flex  # imported on CUDA only
+            from . import kernels_flex  # deferred: it imports this module (a cycle), and only CUDA uses it
             out = kernels_flex.flex_prior_attention(q, k, v, mask, prior.tables(), multiplicative)
             if out is not None:
                 return out

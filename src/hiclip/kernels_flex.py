@@ -100,6 +100,7 @@ def flex_prior_attention(q, k, v, mask, prior: PriorTables, multiplicative: bool
     args = (q, k, v, mask, prior.kind, tuple(t.to(work) for t in prior.tables), prior.geometry, multiplicative)
     try:
         if _compiled is None:
+            # deferred: flex_attention pulls in torch's compiler stack, and may be missing or broken
             from torch.nn.attention.flex_attention import AuxRequest, flex_attention
             _flex, _aux_request = flex_attention, AuxRequest
             _compiled = torch.compile(_entry, dynamic=False, fullgraph=True)

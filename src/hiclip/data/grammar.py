@@ -30,11 +30,9 @@ false.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations, permutations
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
-
-if TYPE_CHECKING:
-    from hiclip.data.world import WorldObject
+from typing import Callable, Iterator, Sequence
 
 RELATIONS = ("left of", "right of", "above", "below")
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -53,6 +51,16 @@ Clause = tuple  # (v,) or (a, relation, b)
 Spec = tuple  # ((clause, frame), ...)
 Desc = tuple[str, str, str]  # (size, colour, shape)
 Node = tuple  # (label, word) for a preterminal, (label, [children]) otherwise
+
+
+@dataclass
+class WorldObject:
+    """One object; ``cx``, ``cy``: its centre as fractions of the image width/height."""
+    shape: str
+    colour: str
+    size: str
+    cx: float
+    cy: float
 
 
 def relation_holds(a: WorldObject, b: WorldObject, relation: str) -> bool:

@@ -44,7 +44,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {w: tuple(o for o in g if o != w) for g i
 def wordnet_synonyms() -> Callable[[str], list[str]] | None:
     """WordNet synonyms from nltk when its corpus is installed locally (never downloaded), else None."""
     try:
-        import nltk
+        import nltk  # deferred: slow to import (~1 s), needed only for these synonyms
         nltk.data.find("corpora/wordnet")  # raises LookupError when not installed
         from nltk.corpus import wordnet
         wordnet.synsets("dog")

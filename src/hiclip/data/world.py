@@ -26,8 +26,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hiclip.data.grammar import (
-    ALIGN_MAX, REL_MIN, Spec, describe, iter_specs, negative_captions, realise,
+from hiclip.data.grammar import (  # WorldObject lives there (grammar needs it) and is re-exported here
+    ALIGN_MAX, REL_MIN, Spec, WorldObject, describe, iter_specs, negative_captions, realise,
     true_relations)
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "cross",
@@ -74,16 +74,6 @@ _POLYGONS: dict[str, np.ndarray] = {  # unit shapes (V, 2) inside the unit circl
     "hexagon": _regular(6, [1.0], 0.0),
     "heart": _heart(),
 }
-
-
-@dataclass
-class WorldObject:
-    """One object; ``cx``, ``cy``: its centre as fractions of the image width/height."""
-    shape: str
-    colour: str
-    size: str
-    cx: float
-    cy: float
 
 
 @dataclass

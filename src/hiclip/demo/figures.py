@@ -12,7 +12,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..checkpoint import run_name  # noqa: E402
+from ..data.world import ShapesWorld  # noqa: E402
+from ..factory import unnormalise  # noqa: E402
+from ..induce.draw import draw_groups, draw_tree, overlay  # noqa: E402
+from ..induce.run import caption_trees, image_groups  # noqa: E402
+from ..induce.scores import masks_to_grid  # noqa: E402
 from ..induce.trees import Tree  # noqa: E402
+from ..train.metrics import read_csv  # noqa: E402
 
 
 COLOURS = ("tab:red", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
@@ -21,7 +27,6 @@ COLOURS = ("tab:red", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:
 
 
 def _read(path: Path) -> list[dict[str, float]]:
-    from ..train.metrics import read_csv
     return read_csv(path) if path.is_file() else []
 
 
@@ -115,12 +120,6 @@ def hierarchy_pictures(model: Any, transform: Any, tokenizer: Any, out: Path, n:
     Returns {"trees": [(caption, induced.png, gold.png)], "groups": [(caption, groups.png, gold.png)]}
     with paths relative to ``out``.
     """
-    from ..data.world import ShapesWorld
-    from ..induce.draw import draw_groups, draw_tree, overlay
-    from ..induce.run import caption_trees, image_groups
-    from ..induce.scores import masks_to_grid
-    from ..factory import unnormalise
-
     pics = out / "figures"
     pics.mkdir(parents=True, exist_ok=True)
     world = ShapesWorld("test", size=200, image_size=model.cfg.vision_cfg.image_size, seed=seed)

@@ -17,6 +17,11 @@ import torch
 
 from .. import factory
 from ..checkpoint import RunPaths, run_name
+from ..eval.run import evaluate_model
+from ..induce.run import induce_eval
+from ..train.config import TrainConfig
+from ..train.loop import train
+from .report import write_report
 
 EVAL_TASKS = ("zeroshot_classification", "zeroshot_retrieval", "compositional")
 
@@ -62,9 +67,8 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def train_config(cfg: DemoConfig, model: str, seed: int, steps: int):
+def train_config(cfg: DemoConfig, model: str, seed: int, steps: int) -> TrainConfig:
     """The demo's training recipe for one run (the ablations in experiments/ use it too)."""
-    from ..train.config import TrainConfig
     return TrainConfig(output_dir=str(Path(cfg.out) / "runs" / run_name(model, seed)), model=model, seed=seed,
                        steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                        workers=cfg.workers, resume="latest", save_every=max(steps // 4, 1),
@@ -146,11 +150,6 @@ def _stage(n: int, total: int, what: str) -> None:
 
 def run_demo(cfg: DemoConfig) -> Path:
     """Run (or continue) the demo; returns the path of ``report.md``."""
-    from ..eval.run import evaluate_model
-    from ..induce.run import induce_eval
-    from ..train.loop import train
-    from .report import write_report
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -12,11 +12,16 @@ import platform
 from pathlib import Path
 from typing import Any, Sequence
 
+import markdown
 import numpy as np
+import open_clip
+import torch
 
+from .. import __version__, factory
 from ..checkpoint import RunPaths, run_name
 from ..eval.compare import (beyond_baseline, comparison_header, comparison_rows, markdown_table, mean_sd,
                             significant)
+from .figures import hierarchy_pictures, plot_bars, plot_curves
 
 # (label, task, dataset, metric key); read from `hiclip eval` records
 EVAL_METRICS = [
@@ -140,9 +145,6 @@ def verdicts(table: dict[str, dict[str, list[float]]], models: Sequence[str],
 
 
 def environment() -> dict[str, str]:
-    import open_clip
-    import torch
-    from .. import __version__
     return {"hiclip": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
             "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "threads": str(torch.get_num_threads())}
@@ -179,11 +181,6 @@ def _chance(out: Path, model: str, seed: int) -> dict[str, float]:
 
 def write_report(cfg: Any, plan: dict[str, Any], elapsed_s: float) -> Path:
     """Assemble ``report.md`` / ``report.html`` under ``cfg.out`` from the stages' outputs."""
-    import markdown
-
-    from .. import factory
-    from .figures import hierarchy_pictures, plot_bars, plot_curves
-
     out, models, seeds = Path(cfg.out), tuple(cfg.models), cfg.seed_list
     table = collect(out, models, seeds)
     (out / "figures").mkdir(parents=True, exist_ok=True)

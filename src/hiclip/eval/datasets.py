@@ -30,6 +30,7 @@ from torchvision.datasets import ImageFolder
 from hiclip.data import csvdata
 from hiclip.data.images import ImagePolicy, load_image, to_rgb
 from hiclip.data.skips import EMPTY_CAPTION, Skip, check_caption
+from hiclip.data.world import ShapesWorld, classification_task, hard_negatives
 
 Transform = Callable[[Image.Image], torch.Tensor]
 DEFAULT_TEMPLATES = ["a photo of a {c}."]
@@ -229,8 +230,6 @@ def karpathy_json(path: str | Path, transform: Transform, image_root: str | Path
 def world_classification(task: str, n: int, transform: Transform, split: str = "test",
                          seed: int = 0, image_size: int = 64) -> tuple[ListClassification, list[str]]:
     """A built-in world task ("shape", "colour", "size", "count", "holdout"): (dataset, templates)."""
-    from hiclip.data.world import classification_task
-
     images, labels, classnames, templates = classification_task(
         task, n, image_size=image_size, seed=seed, split=split)
     return ListClassification(images, labels, list(classnames), transform), list(templates)
@@ -239,8 +238,6 @@ def world_classification(task: str, n: int, transform: Transform, split: str = "
 def world_retrieval(n: int, transform: Transform, split: str = "test", seed: int = 0,
                     image_size: int = 64) -> CaptionDataset:
     """World scenes with all their true caption variants."""
-    from hiclip.data.world import ShapesWorld
-
     world = ShapesWorld(split=split, size=n, image_size=image_size, seed=seed)
     return CaptionDataset([world[i].image for i in range(n)],
                           [world.caption_variants(i) for i in range(n)], transform)
@@ -249,8 +246,6 @@ def world_retrieval(n: int, transform: Transform, split: str = "test", seed: int
 def world_compositional(n: int, transform: Transform, split: str = "test", seed: int = 0,
                         image_size: int = 64) -> CompositionalDataset:
     """World scenes with their caption and ``hard_negatives`` per kind."""
-    from hiclip.data.world import ShapesWorld, hard_negatives
-
     world = ShapesWorld(split=split, size=n, image_size=image_size, seed=seed)
     samples = [world[i] for i in range(n)]
     return CompositionalDataset([s.image for s in samples], [s.caption for s in samples],

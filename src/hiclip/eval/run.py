@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from hiclip import factory
 from hiclip.data.images import DEFAULT_MAX_PIXELS, ImagePolicy
 from . import compositional, linear_probe, retrieval, standard, zeroshot
 from .datasets import (DEFAULT_TEMPLATES, SkipBadImages, collate_skip_none, csv_captions,
@@ -219,8 +220,6 @@ def load_model(model: str | None, pretrained: str | None, device: str = "cpu"
     """(model, eval transform, tokenizer, model name, weights file) from the hiclip factory. ``model`` may
     be omitted when ``pretrained`` is a ``hiclip train`` checkpoint (it names its model); the
     factory's clear errors (unknown name, missing file, mismatched checkpoint) pass through."""
-    from hiclip import factory
-
     if model is None:
         if pretrained is None:
             raise ValueError("expected a model name, or a checkpoint that records one; got neither")

@@ -9,12 +9,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import nltk
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.skips import Skip, check_caption
+from ..data.world import ShapesWorld
 from .groups import group_labels
 from .scores import bracket_report, group_report, masks_to_grid, read_trees
 from .select import (ari_at, choose_grouping, choose_readout, label_recall, mean_links, readout_candidates,
@@ -106,8 +108,6 @@ def image_groups(model: Any, transform: Callable, images: Sequence[Image.Image],
 
 
 def _world_samples(model: Any, split: str, n: int, seed: int, progress: bool) -> list:
-    from ..data.world import ShapesWorld
-
     world = ShapesWorld(split=split, size=n, image_size=model.cfg.vision_cfg.image_size, seed=seed)
     return [world[i] for i in tqdm(range(n), desc=f"rendering {split}", disable=not progress)]
 
@@ -120,8 +120,6 @@ def tune_readouts(model: Any, transform: Callable, tokenizer: Any, samples: Sequ
                   progress: bool = False) -> dict[str, Any]:
     """Choose the caption-tree read-out and the image-group (layer, threshold) on ``samples``
     (world samples of a validation split): ``{"readout": Readout, "grouping": {...}, ...}``."""
-    import nltk
-
     out: dict[str, Any] = {"n": len(samples)}
     if model.cfg.text_cfg.hierarchy.enabled:
         items, _ = caption_links(model, tokenizer, [s.caption for s in samples], progress=progress)
@@ -142,8 +140,6 @@ def score_hierarchies(model: Any, transform: Callable, tokenizer: Any, samples: 
     settings of ``tuned`` (from :func:`tune_readouts` on another split) and, for reference,
     the fixed top-down read-out at ``threshold``. ``gold`` replaces the samples' trees
     (the captions are then the gold trees' leaves)."""
-    import nltk
-
     tuned = tuned or {}
     report: dict[str, Any] = {}
     if model.cfg.text_cfg.hierarchy.enabled:

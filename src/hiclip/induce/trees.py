@@ -42,6 +42,7 @@ from typing import Any
 
 import nltk
 import numpy as np
+from open_clip.tokenizer import SimpleTokenizer
 
 END_OF_WORD = "</w>"
 SPECIAL_PIECES = ("<start_of_text>", "<end_of_text>")
@@ -56,8 +57,6 @@ def to_numpy(x: Any) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _tokenizer() -> Any:
-    from open_clip.tokenizer import SimpleTokenizer  # slow import: only when needed
-
     return SimpleTokenizer()
 
 

@@ -143,7 +143,7 @@ def load_task(spec: str, split: str, image_size: int, world_samples: int | None 
         size = world_samples if world_samples is not None else (20_000 if split == "train" else 1_000)
         task: VLTask = WorldTask(head, split, size, image_size, seed)
     elif head == "vqa2":
-        from .vqa2 import VQA2Task
+        from .vqa2 import VQA2Task  # deferred: vqa2 and snli_ve import VLTask from here (a cycle)
         task = VQA2Task(root, split, answers)
     else:
         from .snli_ve import SnliVeTask

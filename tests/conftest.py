@@ -33,6 +33,27 @@ def _huge_png(path: Path, width: int = 30_000, height: int = 20_000) -> Path:
     return path
 
 
+class ByteTokenizer:
+    """Reversible fake tokenizer: ``tok(captions)`` -> (B, context_length) the captions' UTF-8
+    bytes, zero-padded; ``tok.decode(tokens)`` gives the captions back."""
+
+    def __init__(self, context_length: int = 256) -> None:
+        self.context_length = context_length
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        return torch.tensor([list(c.encode().ljust(self.context_length, b"\0")) for c in captions])
+
+    @staticmethod
+    def decode(tokens: torch.Tensor) -> list[str]:
+        return [bytes(row.tolist()).rstrip(b"\0").decode() for row in tokens]
+
+
+@pytest.fixture
+def byte_tokenizer() -> ByteTokenizer:
+    """The loaders' tokenizer in data tests: captions are read back from a batch's tokens."""
+    return ByteTokenizer()
+
+
 @pytest.fixture
 def huge_png():
     """huge_png(path, width=30000, height=20000) writes a decompression-bomb PNG header."""

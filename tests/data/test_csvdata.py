@@ -13,17 +13,7 @@ from torchvision import transforms
 from hiclip.data.csvdata import read_csv
 from hiclip.data.loader import DataSpec, make_loader, validate
 
-CTX = 24
 TO_TENSOR = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
-
-
-def tokenize(captions: list[str]) -> torch.Tensor:
-    """Reversible fake tokenizer: the caption's UTF-8 bytes, zero-padded to CTX."""
-    return torch.tensor([list(c.encode().ljust(CTX, b"\0")) for c in captions])
-
-
-def untokenize(tokens: torch.Tensor) -> list[str]:
-    return [bytes(row.tolist()).rstrip(b"\0").decode() for row in tokens]
 
 
 def save_png(path: Path, value: int) -> Path:
@@ -62,7 +52,7 @@ def test_missing_columns_and_files_are_clear_errors(tmp_path):
         read_csv([tmp_path / "empty.csv"])
 
 
-def test_bad_rows_are_counted_and_good_ones_delivered(tmp_path):
+def test_bad_rows_are_counted_and_good_ones_delivered(tmp_path, byte_tokenizer):
     for i in range(4):
         save_png(tmp_path / f"g{i}.png", i)
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG not really an image")
@@ -72,31 +62,31 @@ def test_bad_rows_are_counted_and_good_ones_delivered(tmp_path):
             "g2.png,   ", "g3.png,caf\udcff\udcfe", "g2.png,good 2", ",no path", "g3.png,good 3"]
     path = write_rows(tmp_path / "d.csv", "filepath,title", rows)
     validate(DataSpec.parse(str(path)))
-    loader = make_loader(DataSpec("csv", [str(path)]), TO_TENSOR, tokenize, 2, workers=0, shuffle=False,
+    loader = make_loader(DataSpec("csv", [str(path)]), TO_TENSOR, byte_tokenizer, 2, workers=0, shuffle=False,
                          drop_last=False)
     batches = list(loader)
-    captions = [c for _, tokens in batches for c in untokenize(tokens)]
+    captions = [c for _, tokens in batches for c in byte_tokenizer.decode(tokens)]
     assert sorted(set(captions)) == ["good 0", "good 1", "good 2", "good 3"]
     assert loader.skips == Counter({"missing image file": 2, "unreadable image": 2, "empty caption": 1,
                                     "caption not UTF-8": 1})
     # a batch with a bad row is filled from the following rows: batch 0 = rows 0, 1 -> good 0, good 1
-    assert untokenize(batches[0][1]) == ["good 0", "good 1"]
+    assert byte_tokenizer.decode(batches[0][1]) == ["good 0", "good 1"]
     assert torch.equal(batches[0][0][0], TO_TENSOR(Image.open(tmp_path / "g0.png").convert("RGB")))
 
 
-def test_skips_are_summed_over_workers(tmp_path):
+def test_skips_are_summed_over_workers(tmp_path, byte_tokenizer):
     for i in range(8):
         save_png(tmp_path / f"g{i}.png", i)
     rows = [f"g{i}.png,good {i}" if i % 3 else f"m{i}.png,lost {i}" for i in range(8)]
     path = write_rows(tmp_path / "d.csv", "filepath,title", rows)
-    loader = make_loader(DataSpec("csv", [str(path)]), TO_TENSOR, tokenize, 2, workers=2, shuffle=False)
+    loader = make_loader(DataSpec("csv", [str(path)]), TO_TENSOR, byte_tokenizer, 2, workers=2, shuffle=False)
     assert len(list(loader)) == 4
     assert loader.skips == Counter({"missing image file": 3})  # rows 0, 3, 6, each in its own batch
 
 
-def test_no_valid_row_is_an_up_front_error(tmp_path):
+def test_no_valid_row_is_an_up_front_error(tmp_path, byte_tokenizer):
     path = write_rows(tmp_path / "d.csv", "filepath,title", ["a.png,x", "b.png,y"])
     with pytest.raises(ValueError, match="no valid sample in 2 CSV row.*missing image file': 2"):
         validate(DataSpec("csv", [str(path)]))
     with pytest.raises(ValueError, match="larger than the dataset"):
-        make_loader(DataSpec("csv", [str(path)]), TO_TENSOR, tokenize, 3)
+        make_loader(DataSpec("csv", [str(path)]), TO_TENSOR, byte_tokenizer, 3)

@@ -11,19 +11,9 @@ from torchvision import transforms
 from hiclip.data.loader import DataSpec, make_loader, rank_batches
 from hiclip.data.world import ShapesWorld
 
-CTX = 256
 PLAIN = transforms.ToTensor()
 AUGMENT = transforms.Compose([transforms.RandomResizedCrop(8, scale=(0.3, 1.0)), transforms.ToTensor()])
 WORLD = DataSpec("world", world_size_samples=24, image_size=16)
-
-
-def tokenize(captions: list[str]) -> torch.Tensor:
-    """Reversible fake tokenizer: the caption's UTF-8 bytes, zero-padded to CTX."""
-    return torch.tensor([list(c.encode().ljust(CTX, b"\0")) for c in captions])
-
-
-def untokenize(tokens: torch.Tensor) -> list[str]:
-    return [bytes(row.tolist()).rstrip(b"\0").decode() for row in tokens]
 
 
 def test_parse_data_strings():
@@ -57,53 +47,53 @@ def test_rank_batches_follow_the_global_batch_layout():
     assert not all(np.array_equal(a, b) for a, b in zip(other, shuffled[1]))
 
 
-def test_world_epoch_two_ranks_two_workers_covers_every_sample_once():
+def test_world_epoch_two_ranks_two_workers_covers_every_sample_once(byte_tokenizer):
     world = ShapesWorld("train", size=16, image_size=16)
     expected = Counter((s.caption, PLAIN(s.image).numpy().tobytes()) for s in world)
     spec = DataSpec("world", world_size_samples=16, image_size=16)
     seen: Counter = Counter()
     for rank in range(2):
-        loader = make_loader(spec, PLAIN, tokenize, 4, workers=2, rank=rank, world_size=2, seed=1)
+        loader = make_loader(spec, PLAIN, byte_tokenizer, 4, workers=2, rank=rank, world_size=2, seed=1)
         assert loader.num_batches == len(loader) == 2
         for images, tokens in loader:
             assert images.shape == (4, 3, 16, 16) and tokens.dtype == torch.long
-            seen.update(zip(untokenize(tokens), (im.numpy().tobytes() for im in images)))
+            seen.update(zip(byte_tokenizer.decode(tokens), (im.numpy().tobytes() for im in images)))
     assert seen == expected
 
 
-def test_batches_do_not_depend_on_workers_and_resume_gives_the_tail():
-    full = list(make_loader(WORLD, AUGMENT, tokenize, 4, workers=0, seed=7, epoch=2))
-    tail = list(make_loader(WORLD, AUGMENT, tokenize, 4, workers=2, seed=7, epoch=2, start_batch=2))
+def test_batches_do_not_depend_on_workers_and_resume_gives_the_tail(byte_tokenizer):
+    full = list(make_loader(WORLD, AUGMENT, byte_tokenizer, 4, workers=0, seed=7, epoch=2))
+    tail = list(make_loader(WORLD, AUGMENT, byte_tokenizer, 4, workers=2, seed=7, epoch=2, start_batch=2))
     assert len(full) == 6 and len(tail) == 4
     for (a, ta), (b, tb) in zip(full[2:], tail):
         assert torch.equal(a, b) and torch.equal(ta, tb)
-    other_epoch = list(make_loader(WORLD, AUGMENT, tokenize, 4, workers=0, seed=7, epoch=3))
+    other_epoch = list(make_loader(WORLD, AUGMENT, byte_tokenizer, 4, workers=0, seed=7, epoch=3))
     assert not torch.equal(full[0][1], other_epoch[0][1])
 
 
-def test_augmentation_depends_on_the_sample_not_the_batch_layout():
-    small = torch.cat([im for im, _ in make_loader(WORLD, AUGMENT, tokenize, 2, workers=0, shuffle=False)])
-    large = torch.cat([im for im, _ in make_loader(WORLD, AUGMENT, tokenize, 6, workers=0, shuffle=False)])
+def test_augmentation_depends_on_the_sample_not_the_batch_layout(byte_tokenizer):
+    small = torch.cat([im for im, _ in make_loader(WORLD, AUGMENT, byte_tokenizer, 2, workers=0, shuffle=False)])
+    large = torch.cat([im for im, _ in make_loader(WORLD, AUGMENT, byte_tokenizer, 6, workers=0, shuffle=False)])
     assert torch.equal(small, large)
-    next_epoch = torch.cat([im for im, _ in make_loader(WORLD, AUGMENT, tokenize, 2, workers=0, shuffle=False,
+    next_epoch = torch.cat([im for im, _ in make_loader(WORLD, AUGMENT, byte_tokenizer, 2, workers=0, shuffle=False,
                                                         epoch=1)])
     assert not torch.equal(small, next_epoch)  # same samples, same order: only the crops differ
 
 
-def test_loading_leaves_the_global_rng_alone():
+def test_loading_leaves_the_global_rng_alone(byte_tokenizer):
     torch.manual_seed(123)
     state = torch.get_rng_state()
     for workers in (0, 1):
-        list(make_loader(WORLD, AUGMENT, tokenize, 8, workers=workers))
+        list(make_loader(WORLD, AUGMENT, byte_tokenizer, 8, workers=workers))
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_bad_arguments_are_clear_errors():
+def test_bad_arguments_are_clear_errors(byte_tokenizer):
     with pytest.raises(ValueError, match=r"batch_size 8 x world_size 4 = 32 is larger than the dataset \(24"):
-        make_loader(WORLD, PLAIN, tokenize, 8, world_size=4)
+        make_loader(WORLD, PLAIN, byte_tokenizer, 8, world_size=4)
     with pytest.raises(ValueError, match="rank < world_size"):
-        make_loader(WORLD, PLAIN, tokenize, 2, rank=2, world_size=2)
+        make_loader(WORLD, PLAIN, byte_tokenizer, 2, rank=2, world_size=2)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
-        make_loader(WORLD, PLAIN, tokenize, 0)
+        make_loader(WORLD, PLAIN, byte_tokenizer, 0)
     with pytest.raises(ValueError, match="start_batch 13 is past"):
-        make_loader(WORLD, PLAIN, tokenize, 2, start_batch=13)
+        make_loader(WORLD, PLAIN, byte_tokenizer, 2, start_batch=13)

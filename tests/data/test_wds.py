@@ -17,17 +17,7 @@ from hiclip.data.loader import DataSpec, make_loader, validate
 from hiclip.data.skips import Skip
 from hiclip.data.wds import expand_shards, iter_shard, shard_sizes
 
-CTX = 24
 AUGMENT = transforms.Compose([transforms.RandomResizedCrop(8, scale=(0.3, 1.0)), transforms.ToTensor()])
-
-
-def tokenize(captions: list[str]) -> torch.Tensor:
-    """Reversible fake tokenizer: the caption's UTF-8 bytes, zero-padded to CTX."""
-    return torch.tensor([list(c.encode().ljust(CTX, b"\0")) for c in captions])
-
-
-def untokenize(tokens: torch.Tensor) -> list[str]:
-    return [bytes(row.tolist()).rstrip(b"\0").decode() for row in tokens]
 
 
 def png(value: int, size: int = 16) -> bytes:
@@ -56,8 +46,8 @@ def make_shards(root: Path, n_shards: int, per_shard: int) -> str:
     return str(root / f"s-{{000..{n_shards - 1:03d}}}.tar")
 
 
-def captions_of(loader) -> list[str]:
-    return [c for _, tokens in loader for c in untokenize(tokens)]
+def captions_of(loader, tokenizer) -> list[str]:
+    return [c for _, tokens in loader for c in tokenizer.decode(tokens)]
 
 
 def test_expand_shards_braces_and_joined_sources():
@@ -88,7 +78,7 @@ def test_truncated_tar_yields_samples_before_the_cut(tmp_path, cut):
     assert keys == (["k0", "k1", "k2"] if cut == "data" else ["k0", "k1"])
 
 
-def test_bad_samples_are_counted_and_good_ones_delivered(tmp_path):
+def test_bad_samples_are_counted_and_good_ones_delivered(tmp_path, byte_tokenizer):
     half_png = png(5)[:len(png(5)) // 2]
     members = (good("g0", 0) + [("bad1.png", np.random.default_rng(0).bytes(300)), ("bad1.txt", b"x")]
                + [("bad2.png", half_png), ("bad2.txt", b"x")] + good("g1", 1)
@@ -102,71 +92,74 @@ def test_bad_samples_are_counted_and_good_ones_delivered(tmp_path):
     cut.write_bytes(cut.read_bytes()[:offset])
     spec = DataSpec.parse(str(tmp_path / "s-{000..001}.tar"))
     validate(spec)
-    loader = make_loader(spec, AUGMENT, tokenize, 2, workers=0, shuffle=False, drop_last=False)
-    assert sorted(captions_of(loader)) == ["g0", "g1", "g2", "g3", "g4", "g5"]
+    loader = make_loader(spec, AUGMENT, byte_tokenizer, 2, workers=0, shuffle=False, drop_last=False)
+    assert sorted(captions_of(loader, byte_tokenizer)) == ["g0", "g1", "g2", "g3", "g4", "g5"]
     assert loader.skips == Counter({"unreadable image": 2, "no caption": 1, "no image": 1,
                                     "empty caption": 1, "caption not UTF-8": 1, "truncated tar": 1})
 
 
-def test_quota_is_kept_when_bad_samples_leave_a_rank_short(tmp_path):
+def test_quota_is_kept_when_bad_samples_leave_a_rank_short(tmp_path, byte_tokenizer):
     write_tar(tmp_path / "s-000.tar", good("a", 0) + [("b.txt", b"no image")] + good("c", 1) + good("d", 2))
-    loader = make_loader(DataSpec("wds", [str(tmp_path / "s-000.tar")]), AUGMENT, tokenize, 2, workers=0)
+    loader = make_loader(DataSpec("wds", [str(tmp_path / "s-000.tar")]), AUGMENT, byte_tokenizer, 2, workers=0)
     assert loader.num_batches == 2  # 4 samples counted in the tar headers
-    got = captions_of(loader)
+    got = captions_of(loader, byte_tokenizer)
     assert len(got) == 4 and set(got) == {"a", "c", "d"}  # wraps round to fill the second batch
     assert loader.skips == Counter({"no image": 1})
 
 
-def test_two_ranks_two_workers_cover_the_epoch_once(tmp_path):
+def test_two_ranks_two_workers_cover_the_epoch_once(tmp_path, byte_tokenizer):
     spec = DataSpec("wds", [make_shards(tmp_path, 8, 5)])
     seen = []
     for rank in range(2):
-        loader = make_loader(spec, AUGMENT, tokenize, 5, workers=2, rank=rank, world_size=2, epoch=3)
-        got = captions_of(loader)
+        loader = make_loader(spec, AUGMENT, byte_tokenizer, 5, workers=2, rank=rank, world_size=2, epoch=3)
+        got = captions_of(loader, byte_tokenizer)
         assert loader.num_batches == 4 and len(got) == 20
         seen += got
     assert sorted(seen) == sorted(f"k{s}x{i}" for s in range(8) for i in range(5))
 
 
-def test_unequal_shards_give_every_rank_the_same_batch_count(tmp_path):
+def test_unequal_shards_give_every_rank_the_same_batch_count(tmp_path, byte_tokenizer):
     for s, n in enumerate([6, 2, 5, 3]):
         write_tar(tmp_path / f"s-{s:03d}.tar", [m for i in range(n) for m in good(f"k{s}x{i}", i)])
     spec = DataSpec("wds", [str(tmp_path / "s-{000..003}.tar")])
     got = []
     for rank in range(2):
-        loader = make_loader(spec, AUGMENT, tokenize, 2, workers=2, rank=rank, world_size=2, shuffle=False)
-        got.append(captions_of(loader))
+        loader = make_loader(spec, AUGMENT, byte_tokenizer, 2, workers=2, rank=rank, world_size=2, shuffle=False)
+        got.append(captions_of(loader, byte_tokenizer))
         # rank 1 holds shards 1 and 3 (2 and 3 samples), one per worker: 2 batches fit without reuse
         assert loader.num_batches == 2 and len(got[-1]) == 4
     assert len(set(got[0] + got[1])) == 8
 
 
-def test_fewer_shards_than_ranks_and_workers(tmp_path):
+def test_fewer_shards_than_ranks_and_workers(tmp_path, byte_tokenizer):
     spec = DataSpec("wds", [make_shards(tmp_path, 1, 12)])
     per_rank = []
     for rank in range(2):
         with pytest.warns(UserWarning, match="using 1 worker"):
-            loader = make_loader(spec, AUGMENT, tokenize, 3, workers=2, rank=rank, world_size=2)
-        per_rank.append(captions_of(loader))
+            loader = make_loader(spec, AUGMENT, byte_tokenizer, 3, workers=2, rank=rank, world_size=2)
+        per_rank.append(captions_of(loader, byte_tokenizer))
     # every rank reads the shard and keeps samples j with j % 2 == rank
     assert per_rank == [[f"k0x{i}" for i in range(r, 12, 2)] for r in range(2)]
 
 
-def test_resume_reproduces_the_tail_of_the_epoch(tmp_path):
+def test_resume_reproduces_the_tail_of_the_epoch(tmp_path, byte_tokenizer):
     spec = DataSpec("wds", [make_shards(tmp_path, 4, 6)])
     kw = dict(workers=2, seed=5, epoch=1)
-    full = list(make_loader(spec, AUGMENT, tokenize, 3, **kw))
-    tail = list(make_loader(spec, AUGMENT, tokenize, 3, start_batch=3, **kw))
+    full = list(make_loader(spec, AUGMENT, byte_tokenizer, 3, **kw))
+    tail = list(make_loader(spec, AUGMENT, byte_tokenizer, 3, start_batch=3, **kw))
     assert len(full) == 8 and len(tail) == 5
     for (a, ta), (b, tb) in zip(full[3:], tail):
         assert torch.equal(a, b) and torch.equal(ta, tb)
 
 
-def test_shard_order_depends_on_seed_and_epoch(tmp_path):
+def test_shard_order_depends_on_seed_and_epoch(tmp_path, byte_tokenizer):
     spec = DataSpec("wds", [make_shards(tmp_path, 6, 2)])
-    order = {(s, e): captions_of(make_loader(spec, AUGMENT, tokenize, 2, workers=0, seed=s, epoch=e))
-             for s, e in [(0, 0), (0, 1), (1, 0)]}
-    assert order[0, 0] == captions_of(make_loader(spec, AUGMENT, tokenize, 2, workers=0, seed=0, epoch=0))
+    def order_of(seed: int, epoch: int) -> list[str]:
+        return captions_of(make_loader(spec, AUGMENT, byte_tokenizer, 2, workers=0, seed=seed, epoch=epoch),
+                           byte_tokenizer)
+
+    order = {(s, e): order_of(s, e) for s, e in [(0, 0), (0, 1), (1, 0)]}
+    assert order[0, 0] == order_of(0, 0)
     assert order[0, 0] != order[0, 1] and order[0, 0] != order[1, 0]
     assert all(sorted(v) == sorted(order[0, 0]) for v in order.values())
 
@@ -180,15 +173,15 @@ def test_shard_sizes_from_sizes_json_or_headers(tmp_path):
     assert shard_sizes(urls[::-1]) == [1, 2]
 
 
-def test_up_front_errors(tmp_path):
+def test_up_front_errors(tmp_path, byte_tokenizer):
     pattern = make_shards(tmp_path, 2, 3)
     missing = DataSpec("wds", [str(tmp_path / "s-{000..002}.tar")])
     with pytest.raises(FileNotFoundError, match="1 of 3 shards not found: .*s-002.tar"):
         validate(missing)
     with pytest.raises(FileNotFoundError):
-        make_loader(missing, AUGMENT, tokenize, 2)
+        make_loader(missing, AUGMENT, byte_tokenizer, 2)
     with pytest.raises(ValueError, match="batch_size 4 is larger"):
-        make_loader(DataSpec("wds", [pattern]), AUGMENT, tokenize, 4, workers=0, world_size=2)
+        make_loader(DataSpec("wds", [pattern]), AUGMENT, byte_tokenizer, 4, workers=0, world_size=2)
     write_tar(tmp_path / "bad.tar", [("a.png", b"junk"), ("a.txt", b"x"), ("b.txt", b"y")])
     with pytest.raises(ValueError, match="no valid sample"):
         validate(DataSpec("wds", [str(tmp_path / "bad.tar")]))

@@ -24,6 +24,7 @@ def test_rows_and_verdicts_report_a_loss_plainly():
     assert "does not beat" in sentence and "loses by more than two standard deviations" in sentence
 
 
+@pytest.mark.slow  # the whole demo, twice
 def test_demo_runs_with_a_tiny_budget_and_resumes(tmp_path):
     cfg = DemoConfig(out=str(tmp_path / "demo"), steps=2, seeds=2, eval_samples=16,
                      induce_samples=8, val_samples=16,

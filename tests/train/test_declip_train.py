@@ -38,6 +38,7 @@ def two_ranks(tmp_path_factory):
     return config, torch.load(out / "declip_rank0.pt", weights_only=False)
 
 
+@pytest.mark.slow  # spawns two gloo processes
 @pytest.mark.parametrize("variant", list(worker.VARIANTS))
 def test_two_ranks_match_one_process_for_the_full_objective(two_ranks, variant):
     config, results = two_ranks

@@ -13,6 +13,8 @@ from hiclip import create_model
 from hiclip.train import TrainConfig, contrastive_loss, train
 from hiclip.train.metrics import read_csv
 
+pytestmark = pytest.mark.slow  # spawns two gloo processes
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -95,6 +95,7 @@ def test_time_budget_stops_with_checkpoint(model_json, tmp_path):
     assert ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt").step == 1
 
 
+@pytest.mark.slow  # trains in a subprocess and kills it
 def test_sigkill_resumes_from_last_checkpoint(straight, model_json, tmp_path):
     # the loader blocks before batch 4, so the kill lands after step 4, during or after its save
     cfg = config(tmp_path, model_json, data="fake:5:sleep@4", save_every=1, keep_checkpoints=2)

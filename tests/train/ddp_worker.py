@@ -37,9 +37,9 @@ def run(rank: int, world: int, port: int, config: str, out_dir: str) -> None:
         loss = accumulate_gradients(model, micro, opts)
         results[name] = {"loss": mean_over_ranks(loss, info).item(), "grads": grads_of(model.module)}
         model.zero_grad(set_to_none=True)
-    summary = train(TrainConfig(output_dir=f"{out_dir}/run", model=config, data="fake:4", val_data="none",
+    summary = train(TrainConfig(output_dir=f"{out_dir}/run", model=config, val_data="none",
                                 batch_size=2, steps=3, workers=0, save_every=0, tensorboard=False,
                                 progress=False, gather_with_grad=True, warmup_steps=1),
-                    make_loader=fakes.make_loader)
+                    make_loader=fakes.loaders("fake:4"))
     if rank == 0:
         torch.save({"variants": results, "summary": summary}, f"{out_dir}/rank0.pt")

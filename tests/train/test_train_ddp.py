@@ -54,9 +54,9 @@ def test_two_ranks_match_one_process(two_ranks, variant):
 
 def test_two_rank_training_matches_one_rank(two_ranks, tmp_path):
     config, out, result = two_ranks
-    single = train(TrainConfig(output_dir=str(tmp_path), model=config, data="fake:4", val_data="none",
+    single = train(TrainConfig(output_dir=str(tmp_path), model=config, val_data="none",
                                batch_size=4, steps=3, workers=0, save_every=0, tensorboard=False,
-                               progress=False, warmup_steps=1), make_loader=fakes.make_loader)
+                               progress=False, warmup_steps=1), make_loader=fakes.loaders("fake:4"))
     both = [row["loss"] for row in read_csv(out / "run" / "metrics.csv")]
     one = [row["loss"] for row in read_csv(tmp_path / "metrics.csv")]
     assert len(both) == len(one) == 3

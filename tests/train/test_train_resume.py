@@ -21,13 +21,13 @@ SRC = HERE.parents[1] / "src"
 
 
 def config(out: Path, model: str, **changes) -> TrainConfig:
-    base = dict(output_dir=str(out), model=model, data="fake:5", val_data="fake:2", batch_size=4, steps=8,
+    base = dict(output_dir=str(out), model=model, batch_size=4, steps=8,
                 warmup_steps=2, save_every=0, val_every=0, workers=0, tensorboard=False, progress=False)
     return TrainConfig(**{**base, **changes})
 
 
-def run(cfg: TrainConfig) -> dict:
-    return train(cfg, make_loader=fakes.make_loader)
+def run(cfg: TrainConfig, data: str = "fake:5") -> dict:
+    return train(cfg, make_loader=fakes.loaders(data, val="fake:2"))
 
 
 def losses(out: Path) -> list[float]:
@@ -72,7 +72,7 @@ def test_straight_run_outputs(straight, model_json):
 
 def test_signal_stop_then_resume_matches_straight_run(straight, model_json, tmp_path):
     out, _ = straight
-    first = run(config(tmp_path, model_json, data="fake:5:sigint@3", val_every=3))  # SIGINT during step 4
+    first = run(config(tmp_path, model_json, val_every=3), data="fake:5:sigint@3")  # SIGINT during step 4
     assert first["stopped"] == "signal" and first["steps"] == 4
     state = ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt")
     assert (state.step, state.epoch, state.batch_in_epoch) == (4, 0, 4)
@@ -98,11 +98,11 @@ def test_time_budget_stops_with_checkpoint(model_json, tmp_path):
 @pytest.mark.slow  # trains in a subprocess and kills it
 def test_sigkill_resumes_from_last_checkpoint(straight, model_json, tmp_path):
     # the loader blocks before batch 4, so the kill lands after step 4, during or after its save
-    cfg = config(tmp_path, model_json, data="fake:5:sleep@4", save_every=1, keep_checkpoints=2)
+    cfg = config(tmp_path, model_json, save_every=1, keep_checkpoints=2)
     code = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(SRC)!r}]\n"
             "import torch; torch.set_num_threads(1)\n"
             "import train_fakes; from hiclip.train import TrainConfig, train\n"
-            f"train(TrainConfig(**{cfg.to_dict()!r}), make_loader=train_fakes.make_loader)\n")
+            f"train(TrainConfig(**{cfg.to_dict()!r}), make_loader=train_fakes.loaders('fake:5:sleep@4'))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stderr=subprocess.PIPE)
     metrics = tmp_path / "metrics.csv"
@@ -124,7 +124,7 @@ def test_sigkill_resumes_from_last_checkpoint(straight, model_json, tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(model_json, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4 .*last good checkpoint is .*latest\.pt"):
-        run(config(tmp_path, model_json, data="fake:5:nan@3", save_every=2))
+        run(config(tmp_path, model_json, save_every=2), data="fake:5:nan@3")
     state = ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt")
     assert state.step == 2
     assert all(torch.isfinite(v).all() for v in state.state_dict.values())
@@ -168,3 +168,10 @@ def test_atomic_save_failure_keeps_previous_latest(tmp_path, monkeypatch):
     assert sorted(p.name for p in d.iterdir()) == ["latest.pt", "step_3.pt", "step_4.pt"]
     (d / ".tmp-left-by-a-kill.pt").write_bytes(b"x")
     assert run_dir.remove_partial_files() == 1
+
+
+def test_an_injected_loader_factory_gets_checked_specs(model_json, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.csv"):  # cfg.data is checked before any loader
+        run(config(tmp_path, model_json, data=f"csv:{tmp_path / 'missing.csv'}"))
+    with pytest.raises(ValueError, match="takes at least one path"):  # val_data too
+        run(config(tmp_path, model_json, val_data="csv:", val_every=1))

@@ -1,6 +1,7 @@
-"""Test doubles for hiclip.train: a tiny model config and a loader with make_loader's API.
+"""Test doubles for hiclip.train: a tiny model config and a loader factory with make_loader's API.
 
-The fake data spec is ``"fake:N[:nan@K][:sigint@K][:sleep@K]"``: N global batches per
+``train(cfg, make_loader=loaders(train, val))`` parses and checks ``cfg.data`` as always, then
+gets fake batches described by ``"fake:N[:nan@K][:sigint@K][:sleep@K]"``: N global batches per
 epoch; the batch of index K (epoch 0) has NaN images, or sends this process SIGINT when
 yielded, or is yielded only after a 10-minute sleep (for a SIGKILL to land).
 Batch i of epoch e is drawn from a generator seeded by (seed, epoch, i, split) and
@@ -17,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+
+from hiclip.data.loader import DataSpec
 
 IMAGE_SIZE, CONTEXT, VOCAB = 16, 8, 64
 
@@ -74,6 +77,12 @@ class FakeLoader:
             yield images, tokens
 
 
-def make_loader(spec, transform, tokenizer, batch_size, *, workers=2, rank=0, world_size=1, seed=0, epoch=0,
-                start_batch=0, split="train", drop_last=True):
-    return FakeLoader(spec, batch_size, rank, world_size, seed, epoch, start_batch, split)
+def loaders(train: str, val: str = "fake:2"):
+    """A loader factory for ``train``: the train split gets batches described by ``train``,
+    the val split those of ``val`` (the parsed spec it receives is checked, then ignored)."""
+    def make_loader(spec: DataSpec, transform, tokenizer, batch_size, *, workers=2, rank=0, world_size=1, seed=0,
+                    epoch=0, start_batch=0, split="train", drop_last=True):
+        assert isinstance(spec, DataSpec)
+        return FakeLoader(train if split == "train" else val, batch_size, rank, world_size, seed, epoch,
+                          start_batch, split)
+    return make_loader

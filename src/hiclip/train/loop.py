@@ -13,6 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import Checkpoint, RunPaths, rng_state, set_rng_state
+from ..data import loader as data_loader
 from ..factory import create_model_and_transforms, get_tokenizer, load_config
 from .config import TrainConfig
 from .distributed import DistInfo, all_gather_objects, any_rank, barrier, cleanup, init_distributed, mean_over_ranks
@@ -35,45 +36,40 @@ def train(cfg: TrainConfig, *, make_loader: Callable | None = None) -> dict[str,
     """Run training as configured; returns a summary (steps, losses, time, skipped samples...).
 
     Under torchrun each process calls this; it joins the process group from the
-    environment. ``make_loader``: a stand-in for ``hiclip.data.loader.make_loader``
-    (same signature; it then receives ``cfg.data`` / ``cfg.val_data`` unparsed).
-    Raises ``TrainingDiverged`` on a NaN / inf loss, ``ValueError`` on bad options.
+    environment. ``make_loader``: the loader factory (default ``hiclip.data.loader.make_loader``;
+    tests pass a fake with its signature); it receives the parsed and checked ``DataSpec`` of
+    ``cfg.data`` / ``cfg.val_data``. Raises ``TrainingDiverged`` on a NaN / inf loss,
+    ``ValueError`` on bad options.
     """
     info = init_distributed(cfg.device)
     try:
-        return _Run(cfg, info, make_loader).run()
+        return _Run(cfg, info, make_loader or data_loader.make_loader).run()
     finally:
         cleanup(info)
 
 
-def _data_api(cfg: TrainConfig, make_loader: Callable | None) -> tuple[Callable[[str, int], Any], Callable]:
-    """(parse(text, image_size) -> checked spec, make_loader)."""
-    if make_loader is not None:
-        return (lambda text, image_size: text), make_loader
-    from ..data import loader as data
-
-    def parse(text: str, image_size: int) -> Any:
-        spec = data.DataSpec.parse(text, image_size=image_size, csv_img_key=cfg.csv_img_key,
-                                   csv_caption_key=cfg.csv_caption_key, csv_sep=cfg.csv_sep,
-                                   world_size_samples=cfg.world_samples, max_pixels=cfg.max_pixels)
-        data.validate(spec)
-        return spec
-    return parse, data.make_loader
+def _data_spec(cfg: TrainConfig, text: str, image_size: int) -> data_loader.DataSpec:
+    """The checked spec of ``text`` (``cfg.data`` or ``cfg.val_data``) with ``cfg``'s CSV and world options."""
+    spec = data_loader.DataSpec.parse(text, image_size=image_size, csv_img_key=cfg.csv_img_key,
+                                      csv_caption_key=cfg.csv_caption_key, csv_sep=cfg.csv_sep,
+                                      world_size_samples=cfg.world_samples, max_pixels=cfg.max_pixels)
+    data_loader.validate(spec)
+    return spec
 
 
 class _Run:
     """State of one run on one rank."""
 
-    def __init__(self, cfg: TrainConfig, info: DistInfo, make_loader: Callable | None):
+    def __init__(self, cfg: TrainConfig, info: DistInfo, make_loader: Callable):
         self.cfg, self.info = cfg, info
         self.out = Path(cfg.output_dir)
         self.paths = RunPaths(self.out)
         resume_path = self._resume_path()
-        parse, self.make_loader = _data_api(cfg, make_loader)
+        self.make_loader = make_loader
         model_cfg = model_config(cfg.model, cfg.objective)
         size = model_cfg.vision_cfg.image_size
-        self.spec = parse(cfg.data, size)
-        self.val_spec = None if cfg.val_data == "none" or cfg.val_every == 0 else parse(cfg.val_data, size)
+        self.spec = _data_spec(cfg, cfg.data, size)
+        self.val_spec = None if cfg.val_data == "none" or cfg.val_every == 0 else _data_spec(cfg, cfg.val_data, size)
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         for seed in (random.seed, np.random.seed, torch.manual_seed):
@@ -81,7 +77,7 @@ class _Run:
         model, self.train_tf, self.eval_tf = create_model_and_transforms(
             cfg.model, cfg.pretrained, info.device, config=model_cfg if cfg.objective else None)
         self.tokenizer = get_tokenizer(cfg.model)
-        self.objective = Objective(model, cfg, info, getattr(self.spec, "kind", None))
+        self.objective = Objective(model, cfg, info, self.spec.kind)
         self.train_tf = self.objective.train_transform(self.train_tf)
         if cfg.grad_checkpointing:
             model.visual.transformer.grad_checkpointing = model.transformer.grad_checkpointing = True

@@ -21,11 +21,13 @@ def test_defaults_match_train_config():
     assert config_from_args(args) == TrainConfig(output_dir="runs/x")
 
 
-def test_every_field_has_an_option_with_help():
-    text = parser().format_help()
+def test_every_field_has_an_option_with_its_help_and_default():
+    text = "".join(parser().format_help().split())  # argparse wraps lines at spaces and hyphens
     for f in dataclasses.fields(TrainConfig):
         assert "--" + f.name.replace("_", "-") in text
-        assert f.metadata["help"].split()[0] in text
+        assert "".join(f.metadata["help"].split()) in text, f.name
+        if f.default not in (dataclasses.MISSING, None) and not isinstance(f.default, bool):
+            assert f"(default:{f.default})" in text, f.name
 
 
 def test_options_parse_to_typed_values():

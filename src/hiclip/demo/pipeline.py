@@ -55,6 +55,17 @@ class DemoConfig:
     vl_samples: int = 20_000
     vl_eval_samples: int = 1000
 
+    def __post_init__(self) -> None:
+        """Bad values fail here, before the timing probe or any training."""
+        for name in ("seeds", "steps", "batch_size", "eval_samples", "induce_samples", "val_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
     @property
     def seed_list(self) -> list[int]:
         return [self.seed + i for i in range(self.seeds)]

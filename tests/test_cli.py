@@ -1,0 +1,130 @@
+"""The ``hiclip`` command: every subcommand's --help, happy paths not run elsewhere, one bad input each.
+
+Happy paths run in other files: parse, groups, induce-eval (tests/induce/test_induce_run.py,
+test_induce_select.py), export (tests/test_checkpoint.py), prepare (tests/data/test_prepare.py),
+finetune and finetune-eval (tests/vl/test_finetune.py), eval --benchmark / --compare
+(tests/eval/test_eval_standard.py). The demo itself is tests/demo/test_demo.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+import pytest
+
+from hiclip import list_models
+from hiclip.cli import build_parser, main
+
+# trains on the embedded world in well under a second a step: CLIP's tokenizer, 16-pixel images
+TINY_WORLD = {"embed_dim": 16,
+              "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 2, "heads": 2,
+                             "hierarchy": {"enabled": True}},
+              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2,
+                           "hierarchy": {"enabled": True}}}
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def _shown_default(action: argparse.Action) -> str | None:
+    """The text --help must show for an option's default; None where nothing need be shown
+    (no default, flags, positionals)."""
+    if not action.option_strings or action.default in (None, argparse.SUPPRESS) or isinstance(action.default, bool):
+        return None
+    if isinstance(action.default, (list, tuple)):
+        return ",".join(map(str, action.default))
+    return f"default:{action.default}"
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_command_help_exits_0_and_shows_each_default(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines at spaces and hyphens
+    for action in _subcommands()[command]._actions:
+        if action.help == argparse.SUPPRESS:
+            continue
+        assert action.help, f"{command} {action.dest}: no help text"
+        for flag in action.option_strings:
+            assert flag in text
+        shown = _shown_default(action)
+        assert shown is None or shown in text, f"`hiclip {command} --help` does not show {shown!r} ({action.dest})"
+
+
+def test_help_check_catches_a_missing_default():
+    p = argparse.ArgumentParser()
+    action = p.add_argument("--size", type=int, default=256, help="shorter side")
+    assert _shown_default(action) == "default:256" and "default:256" not in "".join(p.format_help().split())
+
+
+def test_models_lists_every_config(capsys):
+    assert main(["models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(lines) == set(list_models())
+    assert "hierarchy" in lines["HiCLIP-Tiny"] and "plain CLIP" in lines["CLIP-Tiny"]
+    assert "declip" in lines["HiDeCLIP-Tiny"]
+
+
+def test_eval_on_a_tiny_world(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["eval", "--model", "CLIP-Tiny", "--tasks", "zeroshot_retrieval", "--world-size", "8",
+                 "--batch-size", "8", "--output-dir", str(out)]) == 0
+    (path,) = out.rglob("*.json")
+    record = json.loads(path.read_text())
+    assert record["task"] == "zeroshot_retrieval" and record["model"] == "CLIP-Tiny"
+    assert 0 <= record["metrics"]["image_retrieval_recall@1"] <= 1
+
+
+def test_train_two_steps_then_refuse_to_overwrite(tmp_path, capsys):
+    model = tmp_path / "tiny.json"
+    model.write_text(json.dumps(TINY_WORLD))
+    args = ["train", "--output-dir", str(tmp_path / "run"), "--model", str(model), "--steps", "2",
+            "--batch-size", "4", "--world-samples", "16", "--val-data", "none", "--warmup-steps", "1",
+            "--workers", "0", "--device", "cpu", "--no-tensorboard", "--no-progress"]
+    assert main(args) == 0
+    assert "training completed: step 2/2" in capsys.readouterr().out
+    assert (tmp_path / "run" / "checkpoints" / "latest.pt").is_file()
+    _fails_cleanly(main(args), capsys, "train", "already holds checkpoints")
+
+
+def _fails_cleanly(code: int, capsys, command: str, message: str) -> None:
+    """Exit status 2, no traceback, and the error as the last line on stderr."""
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert re.match(rf"hiclip {command}: error: ", last) and message in last, err
+
+
+BAD = {  # one bad input per command -> the message its one line must hold
+    "models": (["models", "--params=yes"], "ignored explicit argument"),
+    "parse": (["parse", "--model", "NoSuchModel", "a cat"], "unknown model 'NoSuchModel'"),
+    "groups": (["groups", "{tmp}/missing.png"], "cannot read image(s)"),
+    "induce-eval": (["induce-eval", "--model", "NoSuchModel"], "unknown model"),
+    "eval": (["eval", "--datasets", "world"], "expected a model name"),
+    "export": (["export", "{tmp}/missing.pt", "--out", "{tmp}/m.safetensors"], "not found"),
+    "prepare": (["prepare", "{tmp}/missing.csv", "--out", "{tmp}/shards"], "CSV file not found"),
+    "train": (["train", "--output-dir", "{tmp}/run", "--batch-size", "0"], "batch_size must be >= 1"),
+    "finetune": (["finetune", "--task", "vqa2", "--output-dir", "{tmp}/ft"], "unknown task 'vqa2'"),
+    "finetune-eval": (["finetune-eval", "--checkpoint", "{tmp}/missing.pt"], "not found"),
+    "demo": (["demo", "--out", "{tmp}/demo", "--steps", "0"], "steps must be >= 1"),
+}
+
+
+def test_bad_inputs_cover_every_command():
+    assert set(BAD) == set(_subcommands())
+
+
+@pytest.mark.parametrize("command", sorted(BAD))
+def test_a_bad_input_is_one_clear_line(command, tmp_path, capsys):
+    argv, message = BAD[command]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors: usage, then the one error line
+        code = e.code
+    _fails_cleanly(code, capsys, command, message)
+    assert not (tmp_path / "demo").exists()  # the demo refuses before it writes anything

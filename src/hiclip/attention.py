@@ -179,6 +179,7 @@ class Transformer(nn.Module):
                  renormalize: bool = False, kernel: str = "auto"):
         super().__init__()
         self.width, self.layers = width, layers
+        self.hierarchy_layers = sorted(hierarchy_layers)  # from the config; blocks are built from it
         link_dim = link_dim or width // heads
         self.resblocks = nn.ModuleList([
             ResidualBlock(width, heads, mlp_ratio, quick_gelu,
@@ -186,10 +187,6 @@ class Transformer(nn.Module):
             for i in range(layers)
         ])
         self.grad_checkpointing = False
-
-    @property
-    def hierarchy_layers(self) -> list[int]:
-        return [i for i, b in enumerate(self.resblocks) if b.attn.hierarchical]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 structure: Structure | None = None) -> tuple[torch.Tensor, list[Links]]:

@@ -45,12 +45,33 @@ class HierarchyCfg:
     def active(self, layer: int) -> bool:
         return self.enabled and (self.layers is None or layer in self.layers)
 
+    def layer_indices(self, n_layers: int) -> list[int]:
+        """The layers (of ``n_layers``) with hierarchy-aware attention: the one reading of the switch."""
+        if self.layers is not None and any(not 0 <= i < n_layers for i in self.layers):
+            raise ValueError(f"hierarchy.layers {self.layers} out of range for {n_layers} layers")
+        return [i for i in range(n_layers) if self.active(i)]
+
+
+class _Tower:
+    """What both tower configs derive from ``hierarchy`` and ``layers`` (nothing else stores it)."""
+
+    hierarchy: HierarchyCfg
+    layers: int
+
+    @property
+    def hierarchy_layers(self) -> list[int]:
+        return self.hierarchy.layer_indices(self.layers)
+
+    @property
+    def has_hierarchy(self) -> bool:
+        return bool(self.hierarchy_layers)
+
 
 POOLS = ("tok", "avg", "tok_avg")
 
 
 @dataclass
-class VisionCfg:
+class VisionCfg(_Tower):
     """ViT. ``pool``: the pooled token (docs/design.md §1.6): ``tok`` the CLS token (CLIP),
     ``avg`` the mean of the patch tokens, ``tok_avg`` the mean of those two; all after ``ln_post``."""
 
@@ -76,7 +97,7 @@ TEXT_POOLS = ("eot", "avg")
 
 
 @dataclass
-class TextCfg:
+class TextCfg(_Tower):
     """Text transformer. ``specials_in_chain``: the start and end tokens are links of the
     chain (``SOT – words – EOT``, docs/design.md §1.6); False keeps them outside with C = 1.
     ``pool``: ``eot`` the end-of-text token (CLIP), ``avg`` the mean of the start, word and
@@ -159,7 +180,7 @@ class ModelCfg:
 
     @property
     def has_hierarchy(self) -> bool:
-        return self.vision_cfg.hierarchy.enabled or self.text_cfg.hierarchy.enabled
+        return self.vision_cfg.has_hierarchy or self.text_cfg.has_hierarchy
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -43,7 +43,7 @@ class HiCLIP(nn.Module):
         """images (B, 3, S, S) -> features (B, E) [, ImageHierarchy if ``return_hierarchy``]
         [, TokenStates (B, 1+H*W, D) if ``return_tokens``], in that order."""
         if return_hierarchy:
-            self._require_hierarchy(self.cfg.vision_cfg.hierarchy.enabled, "image")
+            self._require_hierarchy(self.cfg.vision_cfg.has_hierarchy, "image")
         out = self.visual(images, return_hierarchy=return_hierarchy, return_tokens=return_tokens)
         features = out[0] if isinstance(out, tuple) else out
         features = F.normalize(features, dim=-1) if normalize else features
@@ -54,7 +54,7 @@ class HiCLIP(nn.Module):
         """tokens (B, N<=ctx) ids -> features (B, E) at the end-of-text token [, TextHierarchy]
         [, TokenStates (B, N, D) if ``return_tokens``], in that order."""
         if return_hierarchy:
-            self._require_hierarchy(self.cfg.text_cfg.hierarchy.enabled, "text")
+            self._require_hierarchy(self.cfg.text_cfg.has_hierarchy, "text")
         self._check_tokens(tokens)
         n = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[:n].to(self.token_embedding.weight.dtype)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .attention import ChainStructure, GridStructure, Transformer
-from .config import HierarchyCfg, TextCfg, VisionCfg
+from .config import TextCfg, VisionCfg
 
 
 @dataclass
@@ -63,16 +63,10 @@ class TextHierarchy:
     layers: list[int]
 
 
-def _hierarchy_layers(cfg: HierarchyCfg, layers: int) -> list[int]:
-    if cfg.layers is not None and any(not 0 <= i < layers for i in cfg.layers):
-        raise ValueError(f"hierarchy.layers {cfg.layers} out of range for {layers} layers")
-    return [i for i in range(layers) if cfg.active(i)]
-
-
 def build_transformer(cfg: VisionCfg | TextCfg, quick_gelu: bool) -> Transformer:
     h = cfg.hierarchy
     return Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu,
-                       _hierarchy_layers(h, cfg.layers), h.dim, h.renormalize, h.kernel)
+                       cfg.hierarchy_layers, h.dim, h.renormalize, h.kernel)
 
 
 class VisionTower(nn.Module):

@@ -9,12 +9,13 @@ scores; ``n_trials`` and ``n_trials_<kind>``; ``skipped`` unreadable images.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
-from .zeroshot import count_skipped, encode_images, encode_texts, iter_batches
+from ..protocols import ImageTextModel
+from .features import count_skipped, encode_images, encode_texts, iter_batches
 
 Trial = tuple[str, float, Sequence[float]]
 
@@ -43,7 +44,7 @@ def _summary(outcomes: list[tuple[bool, float]], suffix: str) -> dict[str, float
 
 
 def score_trials(image_emb: torch.Tensor, captions: Sequence[str],
-                 negatives: Sequence[dict[str, list[str]]], model, tokenizer,
+                 negatives: Sequence[dict[str, list[str]]], model: ImageTextModel, tokenizer: Callable,
                  device: str | torch.device, amp: bool = False) -> list[Trial]:
     """Image features (B, E) with their captions and negatives -> one trial per image and
     non-empty kind."""
@@ -61,7 +62,7 @@ def score_trials(image_emb: torch.Tensor, captions: Sequence[str],
     return trials
 
 
-def evaluate(model, dataloader: DataLoader, tokenizer, device: str | torch.device,
+def evaluate(model: ImageTextModel, dataloader: DataLoader, tokenizer: Callable, device: str | torch.device,
              amp: bool = False) -> dict[str, float]:
     """Compositional metrics of a loader of (images (B, 3, H, W), captions: B str,
     negatives: B dicts kind -> list[str])."""

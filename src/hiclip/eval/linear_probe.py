@@ -22,6 +22,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
+from ..protocols import ImageTextModel
 from .features import image_features
 
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -65,7 +66,7 @@ def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
     return metrics
 
 
-def evaluate(model, train_dataloader: DataLoader, test_dataloader: DataLoader,
+def evaluate(model: ImageTextModel, train_dataloader: DataLoader, test_dataloader: DataLoader,
              device: str | torch.device, amp: bool = False,
              c_grid: Sequence[float] = DEFAULT_C_GRID, val_fraction: float = 0.2,
              seed: int = 0, cache_dir: str | Path | None = None, cache_key: dict[str, Any] | None = None

@@ -17,12 +17,13 @@ validation R@1 (``hiclip.train.evaluate``) is :func:`recall_at_k` with one capti
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
-from .zeroshot import count_skipped, encode_images, encode_texts, iter_batches
+from ..protocols import ImageTextModel
+from .features import count_skipped, encode_images, encode_texts, iter_batches
 
 
 def _blocks(texts: torch.Tensor, images: torch.Tensor, chunk_size: int
@@ -83,8 +84,9 @@ def _base(dataset):
     return getattr(dataset, "base", dataset)
 
 
-def extract_caption_features(model, dataloader: DataLoader, tokenizer, device: str | torch.device,
-                             amp: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def extract_caption_features(model: ImageTextModel, dataloader: DataLoader, tokenizer: Callable,
+                             device: str | torch.device, amp: bool = False
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loader of (images (B, 3, H, W), captions: B lists of str) -> image features (I, E),
     text features (T, E), text_to_image (T,) over the readable images."""
     images, texts, owners = [], [], []
@@ -101,7 +103,7 @@ def extract_caption_features(model, dataloader: DataLoader, tokenizer, device: s
     return torch.cat(images), torch.cat(texts), torch.tensor(owners, dtype=torch.long)
 
 
-def evaluate(model, dataloader: DataLoader, tokenizer, device: str | torch.device,
+def evaluate(model: ImageTextModel, dataloader: DataLoader, tokenizer: Callable, device: str | torch.device,
              amp: bool = False, recall_k_list: Sequence[int] = (1, 5, 10),
              chunk_size: int = 1024) -> dict[str, float]:
     """Image-text retrieval recalls (module docstring) plus ``skipped`` unreadable images."""

@@ -22,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from hiclip import factory
 from hiclip.data.images import DEFAULT_MAX_PIXELS, ImagePolicy
+from hiclip.model import HiCLIP
+from hiclip.protocols import ImageTextModel
 from . import compositional, linear_probe, retrieval, standard, zeroshot
 from .datasets import (DEFAULT_TEMPLATES, SkipBadImages, collate_skip_none, csv_captions,
                        image_folder, karpathy_json, read_templates, world_classification,
@@ -135,8 +137,8 @@ def _world_split(name: str, s: EvalSettings) -> str:
     return "holdout" if name == "world/holdout" else s.world_split
 
 
-def run_task(task: str, name: str, model, transform: Callable, tokenizer, s: EvalSettings
-             ) -> dict[str, float]:
+def run_task(task: str, name: str, model: ImageTextModel, transform: Callable, tokenizer: Callable,
+             s: EvalSettings) -> dict[str, float]:
     """Metrics of one task on one concrete dataset name (see :func:`expand_dataset`)."""
     if task == "zeroshot_classification":
         dataset, templates = _classification_set(name, "test", transform, s)
@@ -168,7 +170,7 @@ def run_task(task: str, name: str, model, transform: Callable, tokenizer, s: Eva
     return compositional.evaluate(model, _loader(dataset, s), tokenizer, s.device, s.amp)
 
 
-def evaluate_model(model, transform: Callable, tokenizer, *, model_name: str,
+def evaluate_model(model: ImageTextModel, transform: Callable, tokenizer: Callable, *, model_name: str,
                    pretrained: str | None, tasks: Sequence[str] = TASKS,
                    datasets: Sequence[str] = ("world",), output_dir: str | Path = "results",
                    verbose: bool = True, skip_missing: bool = False, **options: Any) -> list[dict[str, Any]]:
@@ -216,7 +218,7 @@ def evaluate_model(model, transform: Callable, tokenizer, *, model_name: str,
 
 
 def load_model(model: str | None, pretrained: str | None, device: str = "cpu"
-               ) -> tuple[Any, Callable, Any, str, str | None]:
+               ) -> tuple[HiCLIP, Callable, Callable, str, str | None]:
     """(model, eval transform, tokenizer, model name, weights file) from the hiclip factory. ``model`` may
     be omitted when ``pretrained`` is a ``hiclip train`` checkpoint (it names its model); the
     factory's clear errors (unknown name, missing file, mismatched checkpoint) pass through."""

@@ -8,13 +8,16 @@ unreadable images left out.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 from torch.utils.data import DataLoader
 from tqdm import tqdm
+
+from ..protocols import ImageTextModel
+from .features import count_skipped, encode_texts, extract_image_features
 
 Template = str | Callable[[str], str]
 
@@ -26,54 +29,7 @@ def fill_template(template: Template, classname: str) -> str:
     return template.replace("{c}", classname).replace("{}", classname)
 
 
-def _autocast(device: str | torch.device, amp: bool) -> torch.autocast:
-    return torch.autocast(torch.device(device).type, enabled=amp)
-
-
-def iter_batches(dataloader: DataLoader, desc: str) -> Iterator[tuple]:
-    """Batches of a loader with a progress bar, leaving out empty (all-unreadable) batches."""
-    for batch in tqdm(dataloader, desc=desc, leave=False):
-        if batch is not None:
-            yield batch
-
-
-def count_skipped(dataloader: DataLoader, kept: int) -> int:
-    """Items of the loader's dataset that produced no output."""
-    return len(dataloader.dataset) - kept
-
-
-@torch.no_grad()
-def encode_images(model, images: torch.Tensor, device: str | torch.device, amp: bool = False
-                  ) -> torch.Tensor:
-    """Images (B, 3, H, W) -> L2-normalised float32 features on CPU (B, E)."""
-    with _autocast(device, amp):
-        features = model.encode_image(images.to(device))
-    return F.normalize(features.float(), dim=-1).cpu()
-
-
-@torch.no_grad()
-def encode_texts(model, tokenizer, texts: Sequence[str], device: str | torch.device,
-                 amp: bool = False) -> torch.Tensor:
-    """Strings (B,) -> L2-normalised float32 features on CPU (B, E)."""
-    with _autocast(device, amp):
-        features = model.encode_text(tokenizer(list(texts)).to(device))
-    return F.normalize(features.float(), dim=-1).cpu()
-
-
-def extract_image_features(model, dataloader: DataLoader, device: str | torch.device,
-                           amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loader of (images, labels) -> features (N, E) and labels (N,) of the readable images."""
-    features, labels = [], []
-    for images, target in iter_batches(dataloader, "image features"):
-        features.append(encode_images(model, images, device, amp))
-        labels.append(torch.as_tensor(target))
-    if not features:
-        raise ValueError("no readable images in the dataset "
-                         f"({len(dataloader.dataset)} items, all skipped)")
-    return torch.cat(features), torch.cat(labels)
-
-
-def build_zero_shot_classifier(model, tokenizer, classnames: Sequence[str],
+def build_zero_shot_classifier(model: ImageTextModel, tokenizer: Callable, classnames: Sequence[str],
                                templates: Sequence[Template], num_classes_per_batch: int | None = 10,
                                device: str | torch.device = "cpu", use_tqdm: bool = False,
                                amp: bool = False) -> torch.Tensor:
@@ -106,7 +62,7 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor,
     return metrics
 
 
-def evaluate(model, dataloader: DataLoader, tokenizer, classnames: Sequence[str],
+def evaluate(model: ImageTextModel, dataloader: DataLoader, tokenizer: Callable, classnames: Sequence[str],
              templates: Sequence[Template], device: str | torch.device, amp: bool = False,
              topk: Sequence[int] = (1, 5)) -> dict[str, float]:
     """Zero-shot classification of a loader of (images (B, 3, H, W), labels (B,)): the

@@ -7,7 +7,7 @@ import re
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import nltk
 import numpy as np
@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..data.skips import Skip, check_caption
 from ..data.world import ShapesWorld
+from ..protocols import HierarchyModel, Tokenizer
 from .groups import group_labels
 from .scores import bracket_report, group_report, masks_to_grid, read_trees
 from .select import (ari_at, choose_grouping, choose_readout, label_recall, mean_links, readout_candidates,
@@ -26,7 +27,7 @@ from .trees import Readout, Tree, induce_tree
 _WORD = re.compile(r"\w", re.UNICODE)
 
 
-def _device_of(model: torch.nn.Module) -> torch.device:
+def _device_of(model: HierarchyModel) -> torch.device:
     return next(model.parameters()).device
 
 
@@ -45,7 +46,7 @@ CaptionLinks = tuple[np.ndarray, list[int], bool]
 
 
 @torch.no_grad()
-def caption_links(model: Any, tokenizer: Any, captions: Sequence[str], batch_size: int = 256,
+def caption_links(model: HierarchyModel, tokenizer: Tokenizer, captions: Sequence[str], batch_size: int = 256,
                   progress: bool = False) -> tuple[list[CaptionLinks], float]:
     """Per caption its link table, ids and truncation flag; and the encoder seconds.
 
@@ -68,13 +69,14 @@ def caption_links(model: Any, tokenizer: Any, captions: Sequence[str], batch_siz
     return out, forward_s
 
 
-def trees_from_links(items: Sequence[CaptionLinks], readout: Readout, decoder: Any = None) -> list[Tree]:
+def trees_from_links(items: Sequence[CaptionLinks], readout: Readout, decoder: Mapping[int, str] | None = None
+                     ) -> list[Tree]:
     """Trees of :func:`caption_links` output under one read-out."""
     return [induce_tree(links, ids, readout.threshold, truncated, decoder=decoder, readout=readout)
             for links, ids, truncated in items]
 
 
-def caption_trees(model: Any, tokenizer: Any, captions: Sequence[str], threshold: float = 0.5,
+def caption_trees(model: HierarchyModel, tokenizer: Tokenizer, captions: Sequence[str], threshold: float = 0.5,
                   batch_size: int = 256, progress: bool = False, readout: Readout | None = None
                   ) -> tuple[list[Tree], float]:
     """Induce a tree per caption (``readout``, default top-down at ``threshold``).
@@ -86,7 +88,7 @@ def caption_trees(model: Any, tokenizer: Any, captions: Sequence[str], threshold
 
 
 @torch.no_grad()
-def image_links(model: Any, transform: Callable, images: Sequence[Image.Image], batch_size: int = 128,
+def image_links(model: HierarchyModel, transform: Callable, images: Sequence[Image.Image], batch_size: int = 128,
                 progress: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
     """Grid links of every image: h (B, L, H, W-1), v (B, L, H-1, W); and the encoder seconds."""
     hs, vs, forward_s = [], [], 0.0
@@ -100,40 +102,40 @@ def image_links(model: Any, transform: Callable, images: Sequence[Image.Image], 
     return np.concatenate(hs), np.concatenate(vs), forward_s
 
 
-def image_groups(model: Any, transform: Callable, images: Sequence[Image.Image], threshold: float = 0.5,
+def image_groups(model: HierarchyModel, transform: Callable, images: Sequence[Image.Image], threshold: float = 0.5,
                  batch_size: int = 128, progress: bool = False) -> tuple[list[np.ndarray], float]:
     """Per image the per-layer region labels (L, H, W). Returns (labels, encoder seconds)."""
     h, v, forward_s = image_links(model, transform, images, batch_size, progress)
     return list(group_labels(h, v, threshold)), forward_s
 
 
-def _world_samples(model: Any, split: str, n: int, seed: int, progress: bool) -> list:
+def _world_samples(model: HierarchyModel, split: str, n: int, seed: int, progress: bool) -> list:
     world = ShapesWorld(split=split, size=n, image_size=model.cfg.vision_cfg.image_size, seed=seed)
     return [world[i] for i in tqdm(range(n), desc=f"rendering {split}", disable=not progress)]
 
 
-def _gold_grids(model: Any, samples: Sequence) -> list[np.ndarray]:
-    return [masks_to_grid(s.masks, *model.visual.grid) for s in samples]
+def _gold_grids(model: HierarchyModel, samples: Sequence) -> list[np.ndarray]:
+    return [masks_to_grid(s.masks, *model.cfg.vision_cfg.grid) for s in samples]
 
 
-def tune_readouts(model: Any, transform: Callable, tokenizer: Any, samples: Sequence,
+def tune_readouts(model: HierarchyModel, transform: Callable, tokenizer: Tokenizer, samples: Sequence,
                   progress: bool = False) -> dict[str, Any]:
     """Choose the caption-tree read-out and the image-group (layer, threshold) on ``samples``
     (world samples of a validation split): ``{"readout": Readout, "grouping": {...}, ...}``."""
     out: dict[str, Any] = {"n": len(samples)}
-    if model.cfg.text_cfg.hierarchy.enabled:
+    if model.cfg.text_cfg.has_hierarchy:
         items, _ = caption_links(model, tokenizer, [s.caption for s in samples], progress=progress)
         gold = [nltk.Tree.fromstring(s.tree) for s in samples]
         best, table = choose_readout(lambda r: trees_from_links(items, r, tokenizer.decoder),
                                      readout_candidates(items[0][0].shape[0]), gold)
         out["readout"], out["readout_f1"] = best, table
-    if model.cfg.vision_cfg.hierarchy.enabled:
+    if model.cfg.vision_cfg.has_hierarchy:
         h, v, _ = image_links(model, transform, [s.image for s in samples], progress=progress)
         out["grouping"] = choose_grouping(h, v, _gold_grids(model, samples))
     return out
 
 
-def score_hierarchies(model: Any, transform: Callable, tokenizer: Any, samples: Sequence,
+def score_hierarchies(model: HierarchyModel, transform: Callable, tokenizer: Tokenizer, samples: Sequence,
                       tuned: dict[str, Any] | None = None, threshold: float = 0.5, seed: int = 0,
                       gold: Sequence | None = None, progress: bool = False) -> dict[str, Any]:
     """Trees and groups of ``samples`` scored against their gold structure, with the read-out
@@ -142,7 +144,7 @@ def score_hierarchies(model: Any, transform: Callable, tokenizer: Any, samples: 
     (the captions are then the gold trees' leaves)."""
     tuned = tuned or {}
     report: dict[str, Any] = {}
-    if model.cfg.text_cfg.hierarchy.enabled:
+    if model.cfg.text_cfg.has_hierarchy:
         gold = list(gold) if gold is not None else [nltk.Tree.fromstring(s.tree) for s in samples]
         t0 = time.perf_counter()
         items, fwd = caption_links(model, tokenizer, [" ".join(g.leaves()) for g in gold], progress=progress)
@@ -162,7 +164,7 @@ def score_hierarchies(model: Any, transform: Callable, tokenizer: Any, samples: 
         t["timing_s"] = {"encoder": fwd, "induction": time.perf_counter() - t0 - fwd}
         report["trees"] = t
         report["examples"] = [str(tr) for tr in trees[:5]]
-    if model.cfg.vision_cfg.hierarchy.enabled:
+    if model.cfg.vision_cfg.has_hierarchy:
         t0 = time.perf_counter()
         h, v, fwd = image_links(model, transform, [s.image for s in samples], progress=progress)
         grids = _gold_grids(model, samples)
@@ -178,7 +180,7 @@ def score_hierarchies(model: Any, transform: Callable, tokenizer: Any, samples: 
     return report
 
 
-def induce_eval(model: Any, transform: Callable, tokenizer: Any, n: int = 500, threshold: float = 0.5,
+def induce_eval(model: HierarchyModel, transform: Callable, tokenizer: Tokenizer, n: int = 500, threshold: float = 0.5,
                 seed: int = 0, split: str = "test", gold_trees: str | Path | None = None,
                 progress: bool = True, tune_split: str | None = "val", tune_n: int | None = None
                 ) -> dict[str, Any]:
@@ -210,7 +212,7 @@ def induce_eval(model: Any, transform: Callable, tokenizer: Any, n: int = 500, t
     return report
 
 
-def validation_report(model: Any, transform: Callable, tokenizer: Any, n: int = 400, seed: int = 0
+def validation_report(model: HierarchyModel, transform: Callable, tokenizer: Tokenizer, n: int = 400, seed: int = 0
                       ) -> dict[str, Any]:
     """Hierarchy scores for ablations, on the validation split only: read-outs chosen on its
     first half and scored on its second half. Flat keys: ``tree_f1`` (chosen read-out),

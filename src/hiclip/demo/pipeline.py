@@ -21,6 +21,7 @@ from ..eval.run import evaluate_model
 from ..induce.run import induce_eval
 from ..train.config import TrainConfig
 from ..train.loop import train
+from ..vl.study import VLStudyConfig, run_vl_study
 from .report import write_report
 
 EVAL_TASKS = ("zeroshot_classification", "zeroshot_retrieval", "compositional")
@@ -142,7 +143,6 @@ def _load_plan(cfg: DemoConfig, path: Path) -> dict[str, Any]:
 def run_vl_stage(cfg: DemoConfig) -> dict[str, Any]:
     """Fine-tune every pretrained run alike on the world's VQA and entailment tasks
     (results under ``cfg.out/vl``; finished runs are skipped on a rerun)."""
-    from ..vl.study import VLStudyConfig, run_vl_study
     out = Path(cfg.out)
     checkpoints = {m: {s: str(RunPaths(out / "runs" / run_name(m, s)).latest) for s in cfg.seed_list}
                    for m in cfg.models}

@@ -86,8 +86,7 @@ def comparison_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
     models = list(models)
     if len(models) == 2:
         return [(models[0], models[1])]
-    from ..factory import load_config
-    traits = {m: (load_config(m).has_hierarchy, load_config(m).objective) for m in models}
+    traits = {m: (factory.load_config(m).has_hierarchy, factory.load_config(m).objective) for m in models}
     pairs = []
     for a in models:
         for b in models:

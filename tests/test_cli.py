@@ -29,14 +29,14 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
     return dict(sub.choices)
 
 
-def _shown_default(action: argparse.Action) -> str | None:
-    """The text --help must show for an option's default; None where nothing need be shown
-    (no default, flags, positionals)."""
+def _shown_default(action: argparse.Action) -> list[str]:
+    """Texts --help must show for an option's default (whitespace removed): "default:VALUE", or each
+    value of a list; none for no default, flags and positionals."""
     if not action.option_strings or action.default in (None, argparse.SUPPRESS) or isinstance(action.default, bool):
-        return None
+        return []
     if isinstance(action.default, (list, tuple)):
-        return ",".join(map(str, action.default))
-    return f"default:{action.default}"
+        return [str(v) for v in action.default]
+    return [f"default:{action.default}"]
 
 
 @pytest.mark.parametrize("command", sorted(_subcommands()))
@@ -51,14 +51,15 @@ def test_every_command_help_exits_0_and_shows_each_default(command, capsys):
         assert action.help, f"{command} {action.dest}: no help text"
         for flag in action.option_strings:
             assert flag in text
-        shown = _shown_default(action)
-        assert shown is None or shown in text, f"`hiclip {command} --help` does not show {shown!r} ({action.dest})"
+        for shown in _shown_default(action):
+            assert shown in text, f"`hiclip {command} --help` does not show {shown!r} ({action.dest})"
+        assert "['" not in text, "a list default shown as a Python list"
 
 
 def test_help_check_catches_a_missing_default():
     p = argparse.ArgumentParser()
     action = p.add_argument("--size", type=int, default=256, help="shorter side")
-    assert _shown_default(action) == "default:256" and "default:256" not in "".join(p.format_help().split())
+    assert _shown_default(action) == ["default:256"] and "default:256" not in "".join(p.format_help().split())
 
 
 def test_models_lists_every_config(capsys):
@@ -128,3 +129,19 @@ def test_a_bad_input_is_one_clear_line(command, tmp_path, capsys):
         code = e.code
     _fails_cleanly(code, capsys, command, message)
     assert not (tmp_path / "demo").exists()  # the demo refuses before it writes anything
+
+
+def test_python_m_hiclip_train_has_the_options_of_hiclip_train(tmp_path, capsys):
+    from hiclip.train.__main__ import main as train_main
+
+    def flags(parser: argparse.ArgumentParser) -> set[str]:
+        return {s for a in parser._actions for s in a.option_strings}
+
+    with pytest.raises(SystemExit) as done:
+        train_main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert flags(_subcommands()["train"]) - {"-h", "--help"} <= {w.strip("[],") for w in text.split()}
+    assert train_main(["--output-dir", str(tmp_path / "run"), "--batch-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "python -m hiclip.train: error: batch_size must be >= 1, got 0"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-CLI_USERS = {"hiclip.cli", "hiclip.__main__", "hiclip.train.__main__"}  # the CLI itself and ``python -m``
+CLI_USERS = {"hiclip.cli", "hiclip.__main__"}  # the CLI itself and ``python -m hiclip``
+ARGV_PARSERS = {"hiclip.cli", "hiclip.cli_options", "hiclip.__main__", "hiclip.train.__main__"}
 
 
 def _modules() -> dict[str, Path]:
@@ -100,7 +101,18 @@ def test_module_level_imports_are_acyclic():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-@pytest.mark.parametrize("module", ["hiclip.cli"])
-def test_library_code_never_imports_the_cli(module):
+@pytest.mark.parametrize("module, allowed", [("hiclip.cli", CLI_USERS), ("hiclip.cli_options", ARGV_PARSERS)])
+def test_library_code_never_imports_the_cli(module, allowed):
     users = {name for name, targets in _graph(level_only=False).items() if module in targets}
-    assert users <= CLI_USERS, f"library modules importing {module}: {sorted(users - CLI_USERS)}"
+    assert users <= allowed, f"library modules importing {module}: {sorted(users - allowed)}"
+
+
+def test_only_the_command_line_side_uses_argparse():
+    users = set()
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) else [])
+            if "argparse" in names:
+                users.add(name)
+    assert "hiclip.cli" in users and users <= ARGV_PARSERS, sorted(users - ARGV_PARSERS)

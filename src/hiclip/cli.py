@@ -6,10 +6,14 @@ can fix (bad names, files, inputs) print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from . import factory
 from .checkpoint import export_safetensors, read_info
@@ -18,16 +22,21 @@ from .data.prepare import prepare
 from .data.skips import Skip
 from .demo import DemoConfig, run_demo
 from .eval.results import benchmark_table, compare, markdown_table, read_results
-from .eval.run import SUITES, TASKS, run_benchmark, run_eval
+from .cli_options import add_options, config_from_args
+from .eval.run import OUTPUT_DIR, SUITES, TASKS, EvalSettings, run_benchmark, run_eval
 from .eval.standard import LAYOUTS
 from .induce.curve import checkpoint_curve, format_curve, plot_curve
 from .induce.draw import draw_groups, draw_tree, groups_gif
 from .induce.run import caption_trees, format_report, image_groups, induce_eval
 from .induce.trees import METHODS, Readout
-from .train.cli_args import add_train_arguments, config_from_args, run_from_args
-from .train.loop import TrainingDiverged
+from .train import TrainConfig, TrainingDiverged, format_summary, train
 from .vl import FinetuneConfig, evaluate_checkpoint, finetune
 from .vl.evaluate import format_metrics
+
+
+def _defaults(fn: Callable) -> dict[str, Any]:
+    """The keyword defaults of a library function, so that an option's default is written once."""
+    return {name: p.default for name, p in inspect.signature(fn).parameters.items()}
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str = "HiCLIP-Tiny") -> None:
@@ -142,13 +151,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         else:
             print(compare(args.compare))
         return 0
-    options = dict(batch_size=args.batch_size, device=args.device, output_dir=args.output_dir,
-                   num_workers=args.workers, world_size=args.world_size, world_image_size=args.world_image_size,
-                   seed=args.seed, classnames_file=args.classnames, templates_file=args.templates,
-                   image_root=args.image_root, csv_image_key=args.csv_img_key, csv_caption_key=args.csv_caption_key,
-                   csv_sep=args.csv_sep, dataset_root=args.dataset_root, max_samples=args.max_samples,
-                   max_pixels=args.max_pixels,
-                   feature_cache=args.feature_cache or str(Path(args.output_dir) / "features"))
+    feature_cache = args.feature_cache or str(Path(args.output_dir) / "features")
+    settings = config_from_args(args, EvalSettings, feature_cache=feature_cache)
+    options = {**dataclasses.asdict(settings), "output_dir": args.output_dir}
     if args.benchmark:
         run_benchmark(args.model, args.pretrained, args.benchmark, **options)
     else:
@@ -163,34 +168,16 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--pretrained", help="weights file (a `hiclip train` checkpoint or a CLIP state dict)")
     e.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK",
                    help=f"tasks (default: all of {', '.join(TASKS)})")
-    e.add_argument("--datasets", nargs="+", default=["world"],
+    e.add_argument("--datasets", nargs="+", default=list(_defaults(run_eval)["datasets"]),
                    help="'world', 'world/<shape|colour|size|count|holdout>', a standard dataset by its "
                         f"CLIP_benchmark name ({', '.join(LAYOUTS)}; files under --dataset-root), an image "
                         "folder root/<class>/* (with train/ and test/ also for linear_probe), a .csv / .tsv "
                         "(image path, caption) or a COCO/Flickr30k Karpathy .json (default: world)")
-    e.add_argument("--dataset-root", help="folder holding the standard datasets in their usual layouts "
-                                          "(DIR/NAME or DIR itself; '{dataset}' is replaced by the name); "
-                                          "nothing is downloaded (default for fashion_mnist: /usr/share/datasets)")
     e.add_argument("--benchmark", choices=["paper"], help="'paper': zero-shot on the HiCLIP paper's 11 datasets "
                                                           "present under --dataset-root; writes a Table-1-shaped "
                                                           "benchmark_paper.csv / .md beside the JSONs")
-    e.add_argument("--max-samples", type=int, help="evaluate a seeded random subset of N items per split")
-    e.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help="skip (and count) image files larger than this (default: %(default)s, PIL's limit)")
-    e.add_argument("--feature-cache", help="linear-probe feature cache folder (default: OUTPUT_DIR/features)")
-    e.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
-    e.add_argument("--device", default="cpu", help="(default: %(default)s)")
-    e.add_argument("--workers", type=int, default=0, help="data loader workers (default: %(default)s)")
-    e.add_argument("--output-dir", default="results", help="where result JSONs go (default: %(default)s)")
-    e.add_argument("--world-size", type=int, default=500, help="samples per world dataset (default: %(default)s)")
-    e.add_argument("--world-image-size", type=int, default=64, help="world rendering size (default: %(default)s)")
-    e.add_argument("--seed", type=int, default=0, help="world seed (default: %(default)s)")
-    e.add_argument("--classnames", help="class-name file for an image folder (one per line, sorted-folder order)")
-    e.add_argument("--templates", help="prompt template file (one per line, with {c} or {})")
-    e.add_argument("--image-root", help="root for relative image paths in a .csv / Karpathy .json")
-    e.add_argument("--csv-img-key", default="filepath", help="(default: %(default)s)")
-    e.add_argument("--csv-caption-key", default="title", help="(default: %(default)s)")
-    e.add_argument("--csv-sep", default=None, help="(default: ',' for .csv, tab for .tsv)")
+    e.add_argument("--output-dir", default=OUTPUT_DIR, help="where result JSONs go (default: %(default)s)")
+    add_options(e, EvalSettings)
     e.add_argument("--compare", nargs="+", metavar="RESULTS",
                    help="result JSON files: metrics side by side; result folders (one per model): "
                         "the Table-1 shape of their zero-shot top-1 accuracies. Prints and exits")
@@ -214,17 +201,19 @@ def _add_prepare_parser(sub: argparse._SubParsersAction) -> None:
                                    "WebDataset shards with a sizes.json, so that training is not decode-bound.")
     p.add_argument("csv", nargs="+", help="CSV / TSV files with an image-path and a caption column")
     p.add_argument("--out", required=True, help="output folder for the shards")
-    p.add_argument("--size", type=int, default=256,
+    d = _defaults(prepare)
+    p.add_argument("--size", type=int, default=d["size"],
                    help="shorter side in pixels, never enlarged (default: %(default)s)")
-    p.add_argument("--csv-img-key", default="filepath", help="(default: %(default)s)")
-    p.add_argument("--csv-caption-key", default="title", help="(default: %(default)s)")
-    p.add_argument("--csv-sep", default=None, help="(default: ',' for .csv, tab for .tsv)")
+    p.add_argument("--csv-img-key", default=d["img_key"], help="(default: %(default)s)")
+    p.add_argument("--csv-caption-key", default=d["caption_key"], help="(default: %(default)s)")
+    p.add_argument("--csv-sep", default=d["sep"], help="(default: ',' for .csv, tab for .tsv)")
     p.add_argument("--image-root", help="root for relative image paths (default: each CSV's folder)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=int, default=d["max_pixels"],
                    help="skip (and count) larger images (default: %(default)s, PIL's limit)")
-    p.add_argument("--samples-per-shard", type=int, default=1000, help="(default: %(default)s)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=0, help="decoding processes, 0: in this one (default: %(default)s)")
+    p.add_argument("--samples-per-shard", type=int, default=d["samples_per_shard"], help="(default: %(default)s)")
+    p.add_argument("--quality", type=int, default=d["quality"], help="JPEG quality (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=d["workers"],
+                   help="decoding processes, 0: in this one (default: %(default)s)")
     p.set_defaults(func=_cmd_prepare)
 
 
@@ -252,10 +241,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown model(s) {', '.join(unknown)}; `hiclip models` lists them", file=sys.stderr)
         return 2
-    cfg = DemoConfig(out=args.out, seeds=args.seeds, seed=args.seed, models=tuple(args.models),
-                     device=args.device, steps=args.steps, lr=args.lr, eval_samples=args.eval_samples,
-                     induce_samples=args.induce_samples, progress=not args.no_progress, commands=[command],
-                     vl=args.vl, vl_steps=args.vl_steps)
+    cfg = config_from_args(args, DemoConfig, commands=[command])
     try:
         run_demo(cfg)
     except ValueError as err:
@@ -265,32 +251,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
-    d = DemoConfig()
     p = sub.add_parser("demo", help="train HiCLIP-Tiny and CLIP-Tiny alike, evaluate both, write a report",
                        description="The main job: HiCLIP-Tiny vs CLIP-Tiny on the embedded world, same data, "
                                    "steps and seeds; evaluation, hierarchy induction and OUT/report.md + .html. "
                                    "Rerunning continues an interrupted run.")
-    p.add_argument("--out", default=d.out, help="output directory (default: %(default)s)")
-    p.add_argument("--models", nargs="+", default=list(d.models), metavar="MODEL",
-                   help="built-in models trained alike; with more than two, the report compares every pair that "
-                        "differs only in hierarchy or only in objective, e.g. CLIP-Tiny HiCLIP-Tiny DeCLIP-Tiny "
-                        "HiDeCLIP-Tiny (default: %(default)s)")
-    p.add_argument("--vl", action="store_true", help="also fine-tune every pretrained run on world-vqa and world-ve "
-                   "and report the accuracies beside the text-only baselines")
-    p.add_argument("--vl-steps", type=int, default=d.vl_steps,
-                   help="fine-tuning steps per run and task with --vl (default: %(default)s)")
-    p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per model, for mean ± sd (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="first seed (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=d.steps, help="training steps per run: the same plan on every machine; the expected time is "
-                        "printed before training (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of both models (default: %(default)s)")
-    p.add_argument("--eval-samples", type=int, default=d.eval_samples,
-                   help="samples per evaluation dataset (default: %(default)s)")
-    p.add_argument("--induce-samples", type=int, default=d.induce_samples,
-                   help="captions / images scored for induced hierarchies; as many validation samples choose "
-                        "the read-outs (default: %(default)s)")
-    p.add_argument("--device", default=d.device, help="(default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_options(p, DemoConfig)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -341,18 +306,23 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     _add_export_parser(sub)
     _add_prepare_parser(sub)
     _add_demo_parser(sub)
-    t = sub.add_parser("train", help="pretrain a model (embedded world, WebDataset or CSV; DDP with torchrun)")
-    add_train_arguments(t)
-    t.set_defaults(func=run_from_args)
+    t = sub.add_parser("train", help="pretrain a model (embedded world, WebDataset or CSV; DDP with torchrun)",
+                       description="Contrastive pretraining; under torchrun, `python -m hiclip.train` takes the "
+                                   "same options.")
+    add_options(t, TrainConfig)
+    t.set_defaults(func=_cmd_train)
     _add_finetune_parsers(sub)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    summary = train(config_from_args(args, TrainConfig))
+    if os.environ.get("RANK", "0") == "0":
+        print(format_summary(summary))
+    return 0
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    try:
-        s = finetune(config_from_args(args, FinetuneConfig))
-    except TrainingDiverged as e:
-        print(f"hiclip finetune: error: {e}", file=sys.stderr)
-        return 3
+    s = finetune(config_from_args(args, FinetuneConfig))
     print(f"fine-tuning {s['stopped']}: step {s['steps']}/{s['total_steps']}, {s['time_s']:.1f} s, "
           f"{s['samples_per_s']:.1f} samples/s, final train loss {s['final_loss']:.4f}")
     print("skipped examples: " + (", ".join(f"{r}: {n}" for r, n in sorted(s["skipped"].items())) or "none"))
@@ -374,17 +344,19 @@ def _add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("finetune", help="fine-tune on VQA or visual entailment (world, VQA v2, SNLI-VE)",
                        description="Fine-tune a model's towers with a task head; ends with an evaluation on the "
                                    "validation split (results JSON in the output directory).")
-    add_train_arguments(f, FinetuneConfig)
+    add_options(f, FinetuneConfig)
     f.set_defaults(func=_cmd_finetune)
     e = sub.add_parser("finetune-eval", help="evaluate a `hiclip finetune` checkpoint on a split",
                        description="Accuracy overall and per question type; a CLIP_benchmark-style results JSON.")
     e.add_argument("--checkpoint", required=True, help="a checkpoint written by `hiclip finetune`")
-    e.add_argument("--split", default="val", help="val, test, holdout (world tasks) or train (default: %(default)s)")
+    d = _defaults(evaluate_checkpoint)
+    e.add_argument("--split", default=d["split"], help="val, test, holdout (world tasks) or train "
+                                                       "(default: %(default)s)")
     e.add_argument("--task", help="evaluate on this task spec instead of the checkpoint's (same classes)")
     e.add_argument("--samples", type=int, help="the first N examples only (world tasks: the split's size)")
-    e.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
-    e.add_argument("--workers", type=int, default=0, help="data loader workers (default: %(default)s)")
-    e.add_argument("--device", default="auto", help="(default: %(default)s)")
+    e.add_argument("--batch-size", type=int, default=d["batch_size"], help="(default: %(default)s)")
+    e.add_argument("--workers", type=int, default=d["workers"], help="data loader workers (default: %(default)s)")
+    e.add_argument("--device", default=d["device"], help="(default: %(default)s)")
     e.add_argument("--output-dir", help="where the results JSON goes (default: the checkpoint's run directory)")
     e.add_argument("--predictions", action="store_true", help="also write per-example predictions (.jsonl)")
     e.set_defaults(func=_cmd_finetune_eval)
@@ -398,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"hiclip {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:  # train, finetune
+        print(f"hiclip {args.command}: error: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -119,6 +119,12 @@ class TextCfg(_Tower):
             raise ValueError(f"text_cfg.pool must be one of {TEXT_POOLS}, got {self.pool!r}")
 
 
+def option(default: Any, help: str, **extra: Any) -> Any:
+    """A field of an options dataclass (TrainConfig, EvalSettings, ...) with its help text; ``extra``
+    goes into ``metadata`` too (``choices``, ``flag``, ``cli``...: see ``hiclip.cli_options``)."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
 OBJECTIVES = ("clip", "declip")
 MLM_HEADS = ("tied", "linear")
 

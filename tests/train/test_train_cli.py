@@ -1,4 +1,4 @@
-"""``add_train_arguments`` / ``run_from_args``: every TrainConfig field is an option."""
+"""``hiclip train``'s options, built from TrainConfig by ``hiclip.cli_options``: every field is an option."""
 from __future__ import annotations
 
 import argparse
@@ -6,19 +6,19 @@ import dataclasses
 
 import pytest
 
-from hiclip.train import TrainConfig
-from hiclip.train.cli_args import add_train_arguments, config_from_args, format_summary
+from hiclip.cli_options import add_options, config_from_args
+from hiclip.train import TrainConfig, format_summary
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hiclip train")
-    add_train_arguments(p)
+    add_options(p, TrainConfig)
     return p
 
 
 def test_defaults_match_train_config():
     args = parser().parse_args(["--output-dir", "runs/x"])
-    assert config_from_args(args) == TrainConfig(output_dir="runs/x")
+    assert config_from_args(args, TrainConfig) == TrainConfig(output_dir="runs/x")
 
 
 def test_every_field_has_an_option_with_its_help_and_default():
@@ -33,7 +33,7 @@ def test_every_field_has_an_option_with_its_help_and_default():
 def test_options_parse_to_typed_values():
     args = parser().parse_args(["--output-dir", "o", "--steps", "7", "--lr", "1e-3", "--grad-clip", "1.5",
                                 "--precision", "bf16", "--local-loss", "--no-tensorboard", "--resume", "latest"])
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, TrainConfig)
     assert (cfg.steps, cfg.lr, cfg.grad_clip, cfg.precision) == (7, 1e-3, 1.5, "bf16")
     assert cfg.local_loss is True and cfg.tensorboard is False and cfg.resume == "latest"
     assert cfg.max_minutes is None and cfg.gather_with_grad is False

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .. import factory
+from ..config import option
 from ..checkpoint import RunPaths, run_name
 from ..eval.run import evaluate_model
 from ..induce.run import induce_eval
@@ -36,29 +37,36 @@ class DemoConfig:
     task, scored on ``vl_eval_samples`` test and held-out examples) and add the accuracies to
     the report."""
 
-    out: str = "demo_out"
-    seeds: int = 3
-    seed: int = 0
-    device: str = "cpu"
-    models: tuple[str, ...] = ("HiCLIP-Tiny", "CLIP-Tiny")
-    steps: int = 200
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup_steps: int = 40
-    eval_samples: int = 500
-    induce_samples: int = 300
-    val_samples: int = 256
-    workers: int = 1
-    progress: bool = True
-    commands: list[str] = field(default_factory=list)
-    vl: bool = False
-    vl_steps: int = 300
-    vl_samples: int = 20_000
-    vl_eval_samples: int = 1000
+    out: str = option("demo_out", "output directory")
+    seeds: int = option(3, "seeds per model, for mean ± sd")
+    seed: int = option(0, "first seed")
+    device: str = option("cpu", "torch device")
+    models: tuple[str, ...] = option(("HiCLIP-Tiny", "CLIP-Tiny"), "built-in models trained alike; with more than "
+                                     "two, the report compares every pair that differs only in hierarchy or only "
+                                     "in objective, e.g. CLIP-Tiny HiCLIP-Tiny DeCLIP-Tiny HiDeCLIP-Tiny",
+                                     metavar="MODEL")
+    steps: int = option(200, "training steps per run: the same plan on every machine; the expected time is "
+                             "printed before training")
+    batch_size: int = option(64, "batch size of every training run", cli=False)
+    lr: float = option(1e-3, "peak learning rate of both models")
+    warmup_steps: int = option(40, "warm-up steps of every training run", cli=False)
+    eval_samples: int = option(500, "samples per evaluation dataset")
+    induce_samples: int = option(300, "captions / images scored for induced hierarchies; as many validation "
+                                      "samples choose the read-outs")
+    val_samples: int = option(256, "validation samples of every training run", cli=False)
+    workers: int = option(1, "data-loading workers of every training run", cli=False)
+    progress: bool = option(True, "show progress bars")
+    commands: list[str] = field(default_factory=list, metadata={"cli": False})
+    vl: bool = option(False, "also fine-tune every pretrained run on world-vqa and world-ve and report the "
+                             "accuracies beside the text-only baselines")
+    vl_steps: int = option(300, "fine-tuning steps per run and task with --vl")
+    vl_samples: int = option(20_000, "generated training examples per VL task", cli=False)
+    vl_eval_samples: int = option(1000, "test and held-out examples per VL task", cli=False)
 
     def __post_init__(self) -> None:
         """Bad values fail here, before the timing probe or any training."""
-        for name in ("seeds", "steps", "batch_size", "eval_samples", "induce_samples", "val_samples"):
+        for name in ("seeds", "steps", "batch_size", "eval_samples", "induce_samples", "val_samples", "vl_steps",
+                     "vl_samples", "vl_eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "workers"):

@@ -21,6 +21,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from hiclip import factory
+from hiclip.config import option
 from hiclip.data.images import DEFAULT_MAX_PIXELS, ImagePolicy
 from hiclip.model import HiCLIP
 from hiclip.protocols import ImageTextModel
@@ -34,33 +35,41 @@ TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "compo
 SUITES = {"paper": standard.PAPER_ZEROSHOT}
 """Benchmarks by name: zero-shot classification on these standard datasets."""
 WORLD_TASKS = ("shape", "colour", "size", "count", "holdout")
+OUTPUT_DIR = "results"  # where result JSONs go by default
 
 
 @dataclass
 class EvalSettings:
-    """Options shared by all tasks (plain keyword arguments of :func:`run_eval`)."""
-    batch_size: int = 64
-    num_workers: int = 0
-    device: str = "cpu"
-    amp: bool = False
-    world_size: int = 500
-    world_image_size: int = 64
-    world_split: str = "test"  # 'val' when choosing settings (never tune on test)
-    seed: int = 0
-    classnames_file: str | None = None
-    templates_file: str | None = None
-    image_root: str | None = None
-    karpathy_split: str = "test"
-    csv_image_key: str = "filepath"
-    csv_caption_key: str = "title"
-    csv_sep: str | None = None
-    recall_k: Sequence[int] = (1, 5, 10)
-    c_grid: Sequence[float] = linear_probe.DEFAULT_C_GRID
-    chunk_size: int = 1024
-    dataset_root: str | None = None
-    max_samples: int | None = None
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
-    feature_cache: str | None = None
+    """Options shared by all tasks (plain keyword arguments of :func:`run_eval`); the help texts are
+    ``hiclip eval``'s (``hiclip.cli_options``), ``cli=False`` fields have no option."""
+    batch_size: int = option(64, "images (or captions) per batch")
+    num_workers: int = option(0, "data loader workers", flag="--workers")
+    device: str = option("cpu", "torch device")
+    amp: bool = option(False, "autocast", cli=False)
+    world_size: int = option(500, "samples per world dataset")
+    world_image_size: int = option(64, "world rendering size")
+    world_split: str = option("test", "'val' when choosing settings (never tune on test)", cli=False)
+    seed: int = option(0, "world seed, and the seed of the --max-samples subset")
+    classnames_file: str | None = option(None, "class-name file for an image folder (one per line, sorted-folder "
+                                               "order)", flag="--classnames")
+    templates_file: str | None = option(None, "prompt template file (one per line, with {c} or {})",
+                                        flag="--templates")
+    image_root: str | None = option(None, "root for relative image paths in a .csv / Karpathy .json")
+    karpathy_split: str = option("test", "split of a Karpathy .json", cli=False)
+    csv_image_key: str = option("filepath", "CSV column of image paths", flag="--csv-img-key")
+    csv_caption_key: str = option("title", "CSV column of captions")
+    csv_sep: str | None = option(None, "CSV separator", default_help="',' for .csv, tab for .tsv")
+    recall_k: Sequence[int] = option((1, 5, 10), "retrieval recalls @k", cli=False)
+    c_grid: Sequence[float] = option(linear_probe.DEFAULT_C_GRID, "linear-probe C values", cli=False)
+    chunk_size: int = option(1024, "retrieval similarity block size", cli=False)
+    dataset_root: str | None = option(None, "folder holding the standard datasets in their usual layouts (DIR/NAME "
+                                            "or DIR itself; '{dataset}' is replaced by the name); nothing is "
+                                            "downloaded (default for fashion_mnist: /usr/share/datasets)")
+    max_samples: int | None = option(None, "evaluate a seeded random subset of N items per split")
+    max_pixels: int | None = option(DEFAULT_MAX_PIXELS, "skip (and count) image files larger than this",
+                                    default_help=f"{DEFAULT_MAX_PIXELS}, PIL's limit")
+    feature_cache: str | None = option(None, "linear-probe feature cache folder",
+                                       default_help="OUTPUT_DIR/features")
 
     def __post_init__(self) -> None:
         if self.max_samples is not None and self.max_samples < 1:
@@ -172,7 +181,7 @@ def run_task(task: str, name: str, model: ImageTextModel, transform: Callable, t
 
 def evaluate_model(model: ImageTextModel, transform: Callable, tokenizer: Callable, *, model_name: str,
                    pretrained: str | None, tasks: Sequence[str] = TASKS,
-                   datasets: Sequence[str] = ("world",), output_dir: str | Path = "results",
+                   datasets: Sequence[str] = ("world",), output_dir: str | Path = OUTPUT_DIR,
                    verbose: bool = True, skip_missing: bool = False, **options: Any) -> list[dict[str, Any]]:
     """Run every task on every dataset it supports with a loaded model (eval transform,
     tokenizer); write one JSON each under ``output_dir``; return the records. With
@@ -232,26 +241,26 @@ def load_model(model: str | None, pretrained: str | None, device: str = "cpu"
 
 
 def run_eval(model: str | None, pretrained: str | None = None, tasks: Sequence[str] = TASKS,
-             datasets: Sequence[str] = ("world",), batch_size: int = 64, device: str = "cpu",
-             output_dir: str | Path = "results", verbose: bool = True, **options: Any
-             ) -> list[dict[str, Any]]:
+             datasets: Sequence[str] = ("world",), output_dir: str | Path = OUTPUT_DIR, verbose: bool = True,
+             **options: Any) -> list[dict[str, Any]]:
     """Evaluate a hiclip model (name and/or checkpoint path) on tasks x datasets; other
-    keyword options are the fields of :class:`EvalSettings`. Returns the result records."""
+    keyword options are the fields of :class:`EvalSettings` (``batch_size``, ``device``...).
+    Returns the result records."""
+    device = options.get("device", EvalSettings.device)
     net, transform, tokenizer, name, weights = load_model(model, pretrained, device)
     return evaluate_model(net, transform, tokenizer, model_name=name, pretrained=weights,
-                          tasks=tasks, datasets=datasets, output_dir=output_dir, verbose=verbose,
-                          batch_size=batch_size, device=device, **options)
+                          tasks=tasks, datasets=datasets, output_dir=output_dir, verbose=verbose, **options)
 
 
 def run_benchmark(model: str | None, pretrained: str | None = None, suite: str = "paper",
-                  output_dir: str | Path = "results", verbose: bool = True, **options: Any
+                  output_dir: str | Path = OUTPUT_DIR, verbose: bool = True, **options: Any
                   ) -> tuple[list[dict[str, Any]], str]:
     """Zero-shot classification on the datasets of ``suite`` that are present under
     ``dataset_root`` (the others are listed); writes the JSONs and ``benchmark_{suite}.csv`` /
     ``.md`` (one column per dataset and the average) to ``output_dir``. -> (records, Markdown)."""
     if suite not in SUITES:
         raise ValueError(f"unknown benchmark {suite!r}; expected one of {list(SUITES)}")
-    net, transform, tokenizer, name, weights = load_model(model, pretrained, options.get("device", "cpu"))
+    net, transform, tokenizer, name, weights = load_model(model, pretrained, options.get("device", EvalSettings.device))
     records = evaluate_model(net, transform, tokenizer, model_name=name, pretrained=weights,
                              tasks=("zeroshot_classification",), datasets=SUITES[suite], output_dir=output_dir,
                              verbose=verbose, skip_missing=True, **options)

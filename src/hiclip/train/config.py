@@ -1,7 +1,7 @@
 """``TrainConfig``: every option of ``hiclip train`` with its default and help text.
 
 Each field's ``metadata`` holds ``help`` (and ``choices`` where the value is one of a
-set), so ``hiclip.train.cli_args`` builds the command's ``--help`` from this file alone.
+set), so ``hiclip.cli_options`` builds the command's options and ``--help`` from this file alone.
 """
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import OBJECTIVES
+from ..config import OBJECTIVES, option as _opt
 from ..data.images import DEFAULT_MAX_PIXELS
 
 PRECISIONS = ("fp32", "bf16", "amp")
-
-
-def _opt(default: Any, help: str, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Per-step metrics to ``metrics.csv`` / ``val.csv`` and TensorBoard (rank 0 only)."""
+"""Per-step metrics to ``metrics.csv`` / ``val.csv`` and TensorBoard (rank 0 only); the run summary as text."""
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 TRAIN_FIELDS = ("step", "epoch", "loss", "lr", "logit_scale", "grad_norm", "samples_per_s", "elapsed_s")
 VAL_FIELDS = ("step", "epoch", "val_loss", "i2t_r1", "t2i_r1", "samples")
@@ -71,3 +72,19 @@ class MetricsWriter:
         self._val[0].close()
         if self._tb is not None:
             self._tb.close()
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Human-readable lines of ``train()``'s summary."""
+    how = "completed" if summary["stopped"] == "completed" else f"stopped ({summary['stopped']})"
+    lines = [f"training {how}: step {summary['steps']}/{summary['total_steps']} "
+             f"(started at {summary['start_step']}), {summary['time_s']:.1f} s, {summary['pairs_per_s']:.1f} pairs/s",
+             f"final train loss: {summary['final_loss']:.4f}"]
+    val = summary["final_val"]
+    if val:
+        lines.append(f"val loss at step {int(val['step'])}: {val['val_loss']:.4f}, R@1 image->text "
+                     f"{val['i2t_r1']:.3f}, text->image {val['t2i_r1']:.3f} ({int(val['samples'])} pairs)")
+    skipped = summary["skipped"]
+    lines.append("skipped samples: " + (", ".join(f"{r}: {n}" for r, n in sorted(skipped.items())) or "none"))
+    lines.append(f"checkpoint: {summary['checkpoint']}; metrics: {summary['output_dir']}/metrics.csv")
+    return "\n".join(lines)

@@ -6,13 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import option as _opt
 from ..train.config import PRECISIONS, TrainConfig
 from .model import HEADS
 from .tasks import TASK_HELP
-
-
-def _opt(default: Any, help: str, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help, **extra})
 
 
 _TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

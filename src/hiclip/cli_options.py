@@ -1,0 +1,81 @@
+"""Command-line options built from config dataclasses: the one place that turns a config into argparse
+options, used by ``hiclip`` (``hiclip.cli``) and ``python -m hiclip.train``; library code never
+parses argv (docs/design.md §8).
+
+Each field of the dataclass becomes ``--field-name`` (``metadata["flag"]`` overrides the name) with
+the field's default and ``metadata["help"]`` (plus ``choices`` / ``metavar`` where given), its help
+ending in "(default: ...)" (``metadata["default_help"]`` replaces the value shown; a None default
+shows nothing). A field without a default is a required option; a bool is a flag (``--x``, or
+``--x`` / ``--no-x`` when on by default); ``tuple[T, ...]`` takes one or more values.
+``metadata["cli"] = False`` keeps a field off the command line (its default applies).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any
+
+
+def _kind(hint: Any) -> tuple[Any, bool]:
+    """(value type, several values?): ``int | None`` -> (int, False); ``tuple[str, ...]`` -> (str, True)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
+def option_fields(config: type) -> list[dataclasses.Field]:
+    """The fields of ``config`` that are command-line options."""
+    return [f for f in dataclasses.fields(config) if f.metadata.get("cli", True)]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _help(f: dataclasses.Field, default: Any) -> str:
+    text = f.metadata["help"]
+    shown = f.metadata.get("default_help")
+    if shown is None and isinstance(default, (list, tuple)):
+        shown = " ".join(map(str, default))
+    if shown is not None:
+        return f"{text} (default: {shown.replace('%', '%%')})"
+    return text if default is None else f"{text} (default: %(default)s)"
+
+
+def add_options(parser: argparse.ArgumentParser, config: type) -> None:
+    """One option per :func:`option_fields` field of the dataclass ``config`` (module docstring)."""
+    hints = typing.get_type_hints(config)
+    for f in option_fields(config):
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        metavar = f.metadata.get("metavar", flag[2:].replace("-", "_").upper())  # named as the option
+        kind, several = _kind(hints[f.name])
+        nargs = "+" if several else None
+        default = _default(f)
+        if default is dataclasses.MISSING:
+            parser.add_argument(flag, dest=f.name, type=kind, nargs=nargs, required=True, metavar=metavar,
+                                help=f.metadata["help"])
+        elif kind is bool:
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(flag, dest=f.name, action=action, default=default, help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, nargs=nargs, default=default,
+                                choices=f.metadata.get("choices"),
+                                metavar=None if "choices" in f.metadata else metavar,
+                                help=_help(f, default))
+
+
+def config_from_args(args: argparse.Namespace, config: type, **others: Any) -> Any:
+    """The ``config`` of parsed arguments; ``others`` sets fields besides (or instead of) the parsed
+    ones, the remaining fields keep their defaults; other attributes of ``args`` are ignored."""
+    hints = typing.get_type_hints(config)
+    values = {}
+    for f in option_fields(config):
+        value = getattr(args, f.name)
+        values[f.name] = tuple(value) if _kind(hints[f.name])[1] and value is not None else value
+    return config(**(values | others))

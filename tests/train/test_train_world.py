@@ -1,8 +1,6 @@
 """train() on the real data API (hiclip.data.loader) over the embedded world."""
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
 import train_fakes as fakes
@@ -10,7 +8,7 @@ from hiclip.data import ShapesWorld
 from hiclip.data.export import write_csv
 from hiclip.train import TrainConfig, train
 from hiclip import checkpoint as ckpt
-from hiclip.train.cli_args import add_train_arguments, run_from_args
+from hiclip.train.__main__ import main as train_main
 from hiclip.train.metrics import read_csv
 
 
@@ -63,12 +61,9 @@ def test_bad_data_fails_before_training(world_model, tmp_path, changes):
 
 
 def test_command_line_trains_and_prints_summary(world_model, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
-    args = parser.parse_args(["--output-dir", str(tmp_path), "--model", world_model, "--steps", "1",
-                              "--batch-size", "4", "--workers", "0", "--val-data", "none", "--no-progress",
-                              "--no-tensorboard"])
-    assert run_from_args(args) == 0
+    """``python -m hiclip.train`` (what torchrun runs)."""
+    assert train_main(["--output-dir", str(tmp_path), "--model", world_model, "--steps", "1", "--batch-size", "4",
+                       "--workers", "0", "--val-data", "none", "--no-progress", "--no-tensorboard"]) == 0
     out = capsys.readouterr().out
     assert "training completed: step 1/1" in out and "skipped samples: none" in out
     assert ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt").step == 1

@@ -5,7 +5,7 @@ import pytest
 
 from hiclip.demo import DemoConfig, pipeline, run_demo
 from hiclip.demo.report import comparison_pairs, metric_rows, verdicts
-from hiclip.eval.compare import beyond_baseline as _beyond_baseline, significant as _significant
+from hiclip.eval.comparison import beyond_baseline as _beyond_baseline, significant as _significant
 
 
 def test_significance_rule_hand_cases():

@@ -19,7 +19,7 @@ import torch
 
 from .. import __version__, factory
 from ..checkpoint import RunPaths, run_name
-from ..eval.compare import (beyond_baseline, comparison_header, comparison_rows, markdown_table, mean_sd,
+from ..eval.comparison import (beyond_baseline, comparison_header, comparison_rows, markdown_table, mean_sd,
                             significant)
 from .figures import hierarchy_pictures, plot_bars, plot_curves
 
@@ -99,7 +99,7 @@ def comparison_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
 def metric_rows(table: dict[str, dict[str, list[float]]], models: Sequence[str],
                 pairs: Sequence[tuple[str, str]] | None = None) -> list[list[str]]:
     """Markdown rows: metric, each model's mean ± sd, then the pairs' differences
-    (:func:`hiclip.eval.compare.comparison_rows`); ``pairs`` defaults to (first, second)."""
+    (:func:`hiclip.eval.comparison.comparison_rows`); ``pairs`` defaults to (first, second)."""
     return comparison_rows(table, models, pairs or [(models[0], models[1])])
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..eval.compare import comparison_header, comparison_rows, markdown_table
+from ..eval.comparison import comparison_header, comparison_rows, markdown_table
 from .baselines import text_only_baseline
 from .config import FinetuneConfig
 from .finetune import finetune
@@ -119,7 +119,7 @@ def run_vl_study(checkpoints: dict[str, dict[int, str]], cfg: VLStudyConfig = VL
 
 def format_study(result: dict[str, Any]) -> str:
     """A markdown table: metric, each label's mean ± sd over seeds, the text-only baseline, and for
-    two labels their difference and whether it exceeds 2 sd (:mod:`hiclip.eval.compare`)."""
+    two labels their difference and whether it exceeds 2 sd (:mod:`hiclip.eval.comparison`)."""
     labels = list(result["seeds"])
     pairs = [(labels[0], labels[1])] if len(labels) == 2 else []
     return markdown_table(comparison_header(labels, pairs, baseline="text only"),

@@ -227,7 +227,7 @@ def write_report(cfg: Any, plan: dict[str, Any], elapsed_s: float) -> Path:
            f"Steps per run: {plan['steps']}, a fixed plan (the same on every machine"
            + "".join(f"; measured {s:.2f} s per step of {m}" for m, s in plan["seconds_per_step"].items())
            + f"). Tree read-outs and image-group layers and thresholds were chosen on the validation split and "
-           "scored on the test split. Training took {train_s / 60:.1f} min in all; the whole demo {elapsed_s / 60:.1f} min of "
+           f"scored on the test split. Training took {train_s / 60:.1f} min in all; the whole demo {elapsed_s / 60:.1f} min of "
            "wall time (summed over invocations, when it was interrupted and rerun).\n",
            "Versions: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "\n",
            "This is a tiny model on synthetic data: it shows what the method does under control, "

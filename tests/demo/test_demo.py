@@ -37,6 +37,7 @@ def test_demo_runs_with_a_tiny_budget_and_resumes(tmp_path):
     assert study["seeds"] == {"HiCLIP-Tiny": [0, 1], "CLIP-Tiny": [0, 1]}
     assert len(study["table"]["world-ve acc"]["CLIP-Tiny"]) == 2
     assert "## Vision–language fine-tuning" in text and "| world-vqa acc: count |" in text
+    assert "The pretrained runs of seed(s) [0, 1] fine-tuned alike" in text
     assert re.search(r"Training took \d+\.\d min in all; the whole demo \d+\.\d min", text)
     assert "| zero-shot shape acc |" in text and "caption trees: bracket F1 (val-chosen read-out)" in text
     induce = json.loads((tmp_path / "demo" / "induce" / "HiCLIP-Tiny-s0.json").read_text())

@@ -161,7 +161,8 @@ def vl_section(out: Path, models: Sequence[str], pairs: Sequence[tuple[str, str]
     study = json.loads(path.read_text())
     c = study["config"]
     return [f"## Vision–language fine-tuning (world-vqa, world-ve)\n",
-            f"Every pretrained checkpoint above fine-tuned alike ({c['steps']} steps of {c['batch_size']}, "
+            f"The pretrained runs of seed(s) {sorted({x for v in study['seeds'].values() for x in v})} "
+            f"fine-tuned alike ({c['steps']} steps of {c['batch_size']}, "
             f"{c['head']} head, lr {c['lr']} with ×{c['lr_mult_fusion']} fusion and ×{c['lr_mult_head']} head, "
             f"{'frozen' if c['freeze_encoders'] else 'trained'} encoders, its pretraining seed as the fine-tuning "
             f"seed) on {c['world_samples']} training examples per task, then scored on {c['eval_samples']} test and "

@@ -104,3 +104,16 @@ def test_demo_cli_rejects_unknown_models_and_another_plan(tmp_path, capsys):
     (tmp_path / "plan.json").write_text(json.dumps({"steps": 200, "seconds_per_step": {"HiCLIP-Tiny": 1.0}}))
     assert main(["demo", "--steps", "800", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "--steps 200" in capsys.readouterr().err
+
+
+def test_a_larger_model_set_times_only_the_new_models(tmp_path, monkeypatch):
+    timed = []
+    monkeypatch.setattr(pipeline, "seconds_per_step", lambda m, *a, **k: timed.append(m) or 2.0)
+    (tmp_path / "plan.json").write_text(json.dumps({"steps": 5, "seconds_per_step": {"HiCLIP-Tiny": 1.0}}))
+    cfg = DemoConfig(out=str(tmp_path), steps=5, seeds=2, models=("HiCLIP-Tiny", "DeCLIP-Tiny"))
+    plan = pipeline._load_plan(cfg, tmp_path / "plan.json")
+    assert timed == ["DeCLIP-Tiny"] and plan["seconds_per_step"] == {"HiCLIP-Tiny": 1.0, "DeCLIP-Tiny": 2.0}
+    assert plan["estimated_train_minutes"] == pytest.approx(1.15 * 2 * 5 * 3.0 / 60)
+    assert json.loads((tmp_path / "plan.json").read_text())["seconds_per_step"]["DeCLIP-Tiny"] == 2.0
+    with pytest.raises(ValueError, match="unknown model"):
+        DemoConfig(models=("HiCLIP-Tiny", "Nope"))

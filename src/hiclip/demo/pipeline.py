@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,9 @@ class DemoConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        unknown = [m for m in self.models if m not in factory.list_models()]
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; `hiclip models` lists them")
 
     @property
     def seed_list(self) -> list[int]:
@@ -120,12 +123,14 @@ def seconds_per_step(model: str, batch_size: int, device: str, repeats: int = 2)
     return (time.perf_counter() - t0) / repeats
 
 
-def plan_steps(cfg: DemoConfig) -> dict[str, Any]:
+def plan_steps(cfg: DemoConfig, timed: dict[str, float] | None = None) -> dict[str, Any]:
     """The step plan: ``cfg.steps`` for every run, on every machine. The timing probe only
-    estimates how long training will take here (printed up front); it never changes the plan."""
-    per_step = {m: seconds_per_step(m, cfg.batch_size, cfg.device) for m in cfg.models}
+    estimates how long training will take here (printed up front); it never changes the plan.
+    ``timed``: seconds per step already measured (models in it are not timed again)."""
+    per_step = dict(timed or {})
+    per_step |= {m: seconds_per_step(m, cfg.batch_size, cfg.device) for m in cfg.models if m not in per_step}
     overhead = 1.15  # data pipeline, validation and checkpoints on top of the bare step
-    estimate = overhead * cfg.seeds * cfg.steps * sum(per_step.values())
+    estimate = overhead * cfg.seeds * cfg.steps * sum(per_step[m] for m in cfg.models)
     return {"steps": cfg.steps, "seconds_per_step": per_step, "estimated_train_minutes": estimate / 60}
 
 
@@ -133,17 +138,14 @@ def _load_plan(cfg: DemoConfig, path: Path) -> dict[str, Any]:
     """The stored plan of an earlier (interrupted or smaller) demo in the same folder, with any
     new model's step timed; a new plan when there is none. Another step count in the same folder
     is an error: its runs were scheduled for the stored one."""
-    plan = json.loads(path.read_text()) if path.is_file() else None
-    if plan and plan["steps"] != cfg.steps:
-        raise ValueError(f"{path.parent} holds a demo planned for {plan['steps']} steps per run, not "
-                         f"{cfg.steps}: use another --out for another plan (or --steps {plan['steps']})")
-    missing = [m for m in cfg.models if plan is None or m not in plan["seconds_per_step"]]
-    if missing:
+    stored = json.loads(path.read_text()) if path.is_file() else {"steps": cfg.steps, "seconds_per_step": {}}
+    if stored["steps"] != cfg.steps:
+        raise ValueError(f"{path.parent} holds a demo planned for {stored['steps']} steps per run, not "
+                         f"{cfg.steps}: use another --out for another plan (or --steps {stored['steps']})")
+    if any(m not in stored["seconds_per_step"] for m in cfg.models):
         print("timing one training step of each model, to estimate the run time ...", flush=True)
-        new = plan_steps(replace(cfg, models=tuple(missing)))
-        plan = new if plan is None else plan | {"seconds_per_step": plan["seconds_per_step"] | new["seconds_per_step"]}
-        plan["estimated_train_minutes"] = (1.15 * cfg.seeds * cfg.steps
-                                           * sum(plan["seconds_per_step"][m] for m in cfg.models) / 60)
+    plan = plan_steps(cfg, stored["seconds_per_step"])
+    if plan["seconds_per_step"] != stored["seconds_per_step"]:
         _write_json(path, plan | {"config": asdict(cfg)})
     return plan
 

@@ -21,6 +21,7 @@ from .. import __version__, factory
 from ..checkpoint import RunPaths, run_name
 from ..eval.comparison import (beyond_baseline, comparison_header, comparison_rows, markdown_table, mean_sd,
                             significant)
+from ..vl.study import format_study
 from .figures import hierarchy_pictures, plot_bars, plot_curves
 
 # (label, task, dataset, metric key); read from `hiclip eval` records
@@ -86,7 +87,7 @@ def comparison_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
     models = list(models)
     if len(models) == 2:
         return [(models[0], models[1])]
-    traits = {m: (factory.load_config(m).has_hierarchy, factory.load_config(m).objective) for m in models}
+    traits = {m: (cfg.has_hierarchy, cfg.objective) for m in models for cfg in [factory.load_config(m)]}
     pairs = []
     for a in models:
         for b in models:
@@ -153,7 +154,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return markdown_table(header, rows, left=1)
 
 
-def vl_section(out: Path, models: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[str]:
+def vl_section(out: Path, pairs: Sequence[tuple[str, str]]) -> list[str]:
     """The report's fine-tuning section from ``out/vl/study.json`` (the demo's ``--vl`` stage)."""
     path = out / "vl" / "study.json"
     if not path.is_file():
@@ -168,8 +169,7 @@ def vl_section(out: Path, models: Sequence[str], pairs: Sequence[tuple[str, str]
             f"seed) on {c['world_samples']} training examples per task, then scored on {c['eval_samples']} test and "
             "held-out examples. *text only*: the question-only / hypothesis-only baseline. "
             f"Fine-tuning took {study['time_s'] / 60:.1f} min.\n",
-            _table(comparison_header(models, pairs, baseline="text only"),
-                   comparison_rows(study["table"], models, pairs, baselines=study["baselines"])), ""]
+            format_study(study, [p for p in pairs if all(m in study["seeds"] for m in p)]), ""]
 
 
 def _chance(out: Path, model: str, seed: int) -> dict[str, float]:
@@ -208,7 +208,7 @@ def write_report(cfg: Any, plan: dict[str, Any], elapsed_s: float) -> Path:
           "## What it shows\n", *[f"- {v}" for v in verdicts(table, models, pairs)], "",
           "## All metrics\n", *(["Differences beyond 2 sd are in bold.\n"] if len(pairs) > 1 else []),
           _table(comparison_header(models, pairs), metric_rows(table, models, pairs)), "",
-          *vl_section(out, models, pairs),
+          *vl_section(out, pairs),
           "## Training\n", "![curves](figures/curves.png)\n",
           _table(["run", "steps", "final loss", "val R@1 i→t", "pairs/s", "time (s)"],
                  [[k, str(v["steps"]), f"{v['final_loss']:.3f}",

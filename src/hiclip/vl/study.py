@@ -117,10 +117,12 @@ def run_vl_study(checkpoints: dict[str, dict[int, str]], cfg: VLStudyConfig = VL
     return result
 
 
-def format_study(result: dict[str, Any]) -> str:
-    """A markdown table: metric, each label's mean ± sd over seeds, the text-only baseline, and for
-    two labels their difference and whether it exceeds 2 sd (:mod:`hiclip.eval.comparison`)."""
+def format_study(result: dict[str, Any], pairs: list[tuple[str, str]] | None = None) -> str:
+    """A markdown table: metric, each label's mean ± sd over seeds, the text-only baseline, and the
+    difference of every pair (a, b) with the 2-sd rule (:mod:`hiclip.eval.comparison`); ``pairs``
+    defaults to (first, second) for two labels, none otherwise."""
     labels = list(result["seeds"])
-    pairs = [(labels[0], labels[1])] if len(labels) == 2 else []
+    if pairs is None:
+        pairs = [(labels[0], labels[1])] if len(labels) == 2 else []
     return markdown_table(comparison_header(labels, pairs, baseline="text only"),
                           comparison_rows(result["table"], labels, pairs, baselines=result["baselines"]), left=1)

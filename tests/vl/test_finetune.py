@@ -1,5 +1,6 @@
 """Fine-tuning: frozen encoders stay bit-identical, resume equals an uninterrupted run,
 results JSON and finetune-eval, the command line."""
+import dataclasses
 import json
 
 import pytest
@@ -106,3 +107,8 @@ def test_study_runs_every_model_seed_and_task(tmp_path, pretrained):
     assert text.count("\n") == len(table) + 1 and "| world-vqa acc |" in text
     again = run_vl_study({"pre": {0: str(path), 1: str(path)}, "random": {0: "HiCLIP-Tiny"}}, cfg)  # all cached
     assert again["table"] == table and again["time_s"] < result["time_s"]
+    with pytest.raises(ValueError, match=r"another recipe \(lr 0.0001 -> 0.001, steps 2 -> 3\)"):
+        run_vl_study({"pre": {0: str(path)}}, dataclasses.replace(cfg, steps=3, lr=1e-3, workers=1))
+    (tmp_path / "study" / "recipe.json").unlink()  # a study of an earlier version: its study.json says the recipe
+    with pytest.raises(ValueError, match="another recipe"):
+        run_vl_study({"pre": {0: str(path)}}, dataclasses.replace(cfg, steps=3))

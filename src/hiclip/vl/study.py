@@ -4,7 +4,8 @@ VQA and visual-entailment tasks and compare them, with text-only baselines.
 ``run_vl_study(checkpoints, cfg)``: ``checkpoints[label][seed]`` is a pretrained checkpoint
 (or a model name: random initialisation). Each is fine-tuned on every task of ``cfg.tasks``
 with the same budget, data and options, its seed as the fine-tuning seed, then evaluated on
-the test and held-out splits. Runs live in ``cfg.out/<label>-s<seed>/<task>/``; a rerun
+the test and held-out splits. The recipe (every field of :class:`VLStudyConfig` but where and
+how fast it runs) is stored in ``cfg.out/recipe.json``; continuing with another is an error. Runs live in ``cfg.out/<label>-s<seed>/<task>/``; a rerun
 skips finished evaluations and resumes unfinished fine-tuning. The returned ``table`` maps a
 metric label ("world-vqa acc: colour") to ``{label: [value per seed]}``, the layout of the
 demo report's tables; ``baselines`` maps the same labels to the question-only /
@@ -26,6 +27,8 @@ from .run import evaluate_checkpoint
 from .tasks import load_task
 
 SPLITS = ("test", "holdout")
+# fields that only say where and how fast a study runs; every other field is its recipe
+_PLACE_FIELDS = ("out", "workers", "device", "threads", "progress")
 
 
 @dataclass
@@ -97,6 +100,27 @@ def _baselines(cfg: VLStudyConfig, out: Path) -> dict[str, float]:
     return result
 
 
+def _recipe(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _PLACE_FIELDS}
+
+
+def _check_recipe(cfg: VLStudyConfig, out: Path) -> None:
+    """Store the recipe of a study at its first run; a rerun with another recipe in the same folder is
+    an error, since its finished runs would be mixed with new ones trained otherwise."""
+    path, older = out / "recipe.json", out / "study.json"  # a study of an earlier version has only the latter
+    recipe = _recipe(json.loads(json.dumps(asdict(cfg))))
+    stored = (json.loads(path.read_text()) if path.is_file()
+              else _recipe(json.loads(older.read_text())["config"]) if older.is_file() else None)
+    if stored is not None:
+        changed = sorted(k for k in recipe.keys() | stored.keys() if recipe.get(k) != stored.get(k))
+        if changed:
+            what = ", ".join(f"{k} {stored.get(k)!r} -> {recipe.get(k)!r}" for k in changed)
+            raise ValueError(f"{out} holds a fine-tuning study with another recipe ({what}): "
+                             "use another output folder, or remove it to start over")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recipe, indent=2))
+
+
 def run_vl_study(checkpoints: dict[str, dict[int, str]], cfg: VLStudyConfig = VLStudyConfig()) -> dict[str, Any]:
     """Fine-tune and evaluate every (label, seed) on every task (module docstring).
 
@@ -104,6 +128,7 @@ def run_vl_study(checkpoints: dict[str, dict[int, str]], cfg: VLStudyConfig = VL
     "config": ..., "time_s": ...}``; also written to ``cfg.out/study.json``.
     """
     out, started = Path(cfg.out), time.monotonic()
+    _check_recipe(cfg, out)
     table: dict[str, dict[str, list[float]]] = {}
     for label, by_seed in checkpoints.items():
         for seed, model in sorted(by_seed.items()):

@@ -106,7 +106,11 @@ def test_study_runs_every_model_seed_and_task(tmp_path, pretrained):
     text = format_study(result)
     assert text.count("\n") == len(table) + 1 and "| world-vqa acc |" in text
     again = run_vl_study({"pre": {0: str(path), 1: str(path)}, "random": {0: "HiCLIP-Tiny"}}, cfg)  # all cached
-    assert again["table"] == table and again["time_s"] < result["time_s"]
+    assert again["table"] == table and again["time_s"] == result["time_s"] > 0  # each run's own time, once
+    run = tmp_path / "study" / "random-s0" / "world-ve" / "study_metrics.json"
+    run.write_text(json.dumps(json.loads(run.read_text())["metrics"]))  # a run of an earlier version: no time
+    older = run_vl_study({"pre": {0: str(path), 1: str(path)}, "random": {0: "HiCLIP-Tiny"}}, cfg)
+    assert older["table"] == table and older["time_s"] is None
     with pytest.raises(ValueError, match=r"another recipe \(lr 0.0001 -> 0.001, steps 2 -> 3\)"):
         run_vl_study({"pre": {0: str(path)}}, dataclasses.replace(cfg, steps=3, lr=1e-3, workers=1))
     (tmp_path / "study" / "recipe.json").unlink()  # a study of an earlier version: its study.json says the recipe

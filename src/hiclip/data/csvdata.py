@@ -21,6 +21,10 @@ from PIL import Image
 from hiclip.data.images import ImagePolicy, load_image
 from hiclip.data.skips import Skip, check_caption
 
+# open_clip's default column names (its --csv-img-key / --csv-caption-key)
+IMAGE_KEY = "filepath"
+CAPTION_KEY = "title"
+
 
 @dataclass(frozen=True)
 class CsvTable:
@@ -77,7 +81,7 @@ def _read_cached(files: tuple[str, ...], stamps: tuple[int, ...], img_key: str,
     return CsvTable(paths, captions)
 
 
-def read_csv(files: Sequence[str | Path], img_key: str = "filepath", caption_key: str = "title",
+def read_csv(files: Sequence[str | Path], img_key: str = IMAGE_KEY, caption_key: str = CAPTION_KEY,
              sep: str | None = None, image_root: str | Path | None = None) -> CsvTable:
     """Concatenate the rows of ``files`` (cached while the files are unchanged).
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import webdataset as wds
 from PIL import Image
 
+from hiclip.data.csvdata import CAPTION_KEY, IMAGE_KEY
 from hiclip.data.world import Sample, ShapesWorld
 
 _FORMATS = {"png": "PNG", "jpg": "JPEG"}
@@ -75,7 +76,7 @@ def write_csv(world: ShapesWorld, out_dir: str | Path, image_format: str = "png"
     path = out / "captions.csv"
     with path.open("w", newline="") as f:
         writer = csv.writer(f, delimiter=sep)
-        writer.writerow(["filepath", "title", "tree"])
+        writer.writerow([IMAGE_KEY, CAPTION_KEY, "tree"])
         for sample in world:
             image_path = images / f"{sample.index}.{image_format}"
             image_path.write_bytes(_encode(sample.image, image_format))

@@ -49,8 +49,8 @@ class DataSpec:
     """
     kind: str
     paths: list[str] = field(default_factory=list)
-    csv_img_key: str = "filepath"
-    csv_caption_key: str = "title"
+    csv_img_key: str = csvdata.IMAGE_KEY
+    csv_caption_key: str = csvdata.CAPTION_KEY
     csv_sep: str | None = None
     world_size_samples: int = 10_000
     image_size: int = 64

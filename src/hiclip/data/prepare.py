@@ -49,8 +49,8 @@ class _Encoder:
         return buf.getvalue(), caption
 
 
-def prepare(csv_files: Sequence[str | Path], out_dir: str | Path, *, img_key: str = "filepath",
-            caption_key: str = "title", sep: str | None = None, image_root: str | Path | None = None,
+def prepare(csv_files: Sequence[str | Path], out_dir: str | Path, *, img_key: str = csvdata.IMAGE_KEY,
+            caption_key: str = csvdata.CAPTION_KEY, sep: str | None = None, image_root: str | Path | None = None,
             size: int = 256, max_pixels: int | None = DEFAULT_MAX_PIXELS, samples_per_shard: int = 1000,
             quality: int = 90, workers: int = 0, prefix: str = "shard", progress: bool = True) -> dict[str, Any]:
     """Write the shards (module docstring); returns a summary: ``samples``, ``skipped`` by

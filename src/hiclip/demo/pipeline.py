@@ -59,7 +59,7 @@ class DemoConfig:
     commands: list[str] = field(default_factory=list, metadata={"cli": False})
     vl: bool = option(False, "also fine-tune every pretrained run on world-vqa and world-ve and report the "
                              "accuracies beside the text-only baselines")
-    vl_steps: int = option(300, "fine-tuning steps per run and task with --vl")
+    vl_steps: int = option(600, "fine-tuning steps per run and task with --vl (chosen on world-ve val; docs/design.md §4)")
     vl_samples: int = option(20_000, "generated training examples per VL task", cli=False)
     vl_eval_samples: int = option(1000, "test and held-out examples per VL task", cli=False)
 

@@ -168,7 +168,8 @@ def vl_section(out: Path, pairs: Sequence[tuple[str, str]]) -> list[str]:
             f"{'frozen' if c['freeze_encoders'] else 'trained'} encoders, its pretraining seed as the fine-tuning "
             f"seed) on {c['world_samples']} training examples per task, then scored on {c['eval_samples']} test and "
             "held-out examples. *text only*: the question-only / hypothesis-only baseline. "
-            f"Fine-tuning took {study['time_s'] / 60:.1f} min.\n",
+            + (f"Fine-tuning and scoring took {study['time_s'] / 60:.1f} min, summed over the runs.\n"
+               if study.get("time_s") is not None else "\n"),
             format_study(study, [p for p in pairs if all(m in study["seeds"] for m in p)]), ""]
 
 

@@ -184,8 +184,8 @@ def image_folder(root: str | Path, transform: Transform, classnames_file: str | 
     return dataset
 
 
-def csv_captions(path: str | Path, transform: Transform, image_key: str = "filepath",
-                 caption_key: str = "title", sep: str | None = None, image_root: str | Path | None = None,
+def csv_captions(path: str | Path, transform: Transform, image_key: str = csvdata.IMAGE_KEY,
+                 caption_key: str = csvdata.CAPTION_KEY, sep: str | None = None, image_root: str | Path | None = None,
                  policy: ImagePolicy = ImagePolicy()) -> CaptionDataset:
     """CSV / TSV with a header, read by training's reader (:func:`hiclip.data.csvdata.read_csv`);
     rows sharing an image path are grouped (first-seen order). Relative paths are resolved

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hiclip import factory
 from hiclip.config import option
+from hiclip.data.csvdata import CAPTION_KEY, IMAGE_KEY
 from hiclip.data.images import DEFAULT_MAX_PIXELS, ImagePolicy
 from hiclip.model import HiCLIP
 from hiclip.protocols import ImageTextModel
@@ -56,8 +57,8 @@ class EvalSettings:
                                         flag="--templates")
     image_root: str | None = option(None, "root for relative image paths in a .csv / Karpathy .json")
     karpathy_split: str = option("test", "split of a Karpathy .json", cli=False)
-    csv_image_key: str = option("filepath", "CSV column of image paths", flag="--csv-img-key")
-    csv_caption_key: str = option("title", "CSV column of captions")
+    csv_image_key: str = option(IMAGE_KEY, "CSV column of image paths", flag="--csv-img-key")
+    csv_caption_key: str = option(CAPTION_KEY, "CSV column of captions")
     csv_sep: str | None = option(None, "CSV separator", default_help="',' for .csv, tab for .tsv")
     recall_k: Sequence[int] = option((1, 5, 10), "retrieval recalls @k", cli=False)
     c_grid: Sequence[float] = option(linear_probe.DEFAULT_C_GRID, "linear-probe C values", cli=False)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import OBJECTIVES, option as _opt
+from ..data.csvdata import CAPTION_KEY, IMAGE_KEY
 from ..data.images import DEFAULT_MAX_PIXELS
 
 PRECISIONS = ("fp32", "bf16", "amp")
@@ -28,8 +29,8 @@ class TrainConfig:
     data: str = _opt("world", "training data: 'world' (the embedded world), 'wds:PATTERN' (WebDataset "
                               "shards, brace-expanded, '::' joins sources) or 'csv:FILE'")
     val_data: str = _opt("world", "validation data spec (its 'val' split), or 'none'")
-    csv_img_key: str = _opt("filepath", "CSV column of image paths")
-    csv_caption_key: str = _opt("title", "CSV column of captions")
+    csv_img_key: str = _opt(IMAGE_KEY, "CSV column of image paths")
+    csv_caption_key: str = _opt(CAPTION_KEY, "CSV column of captions")
     csv_sep: str | None = _opt(None, "CSV separator (default: ',' for .csv, tab for .tsv)")
     world_samples: int = _opt(10_000, "scenes per epoch of the embedded world")
     max_pixels: int = _opt(DEFAULT_MAX_PIXELS, "skip (and count) image files larger than this many pixels "

@@ -37,12 +37,12 @@ class VLStudyConfig:
 
     out: str = "vl_study"
     tasks: tuple[str, ...] = ("world-vqa", "world-ve")
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 64
     lr: float = 1e-4
     lr_mult_fusion: float = 5.0
     lr_mult_head: float = 10.0
-    warmup_steps: int = 30
+    warmup_steps: int = 60
     head: str = "fusion"
     freeze_encoders: bool = False
     world_samples: int = 20_000
@@ -63,10 +63,13 @@ def _flatten(task: str, split: str, metrics: dict[str, float]) -> dict[str, floa
     return {_label(task, split, k): metrics[k] for k in keys}
 
 
-def _one_run(model: str, seed: int, task: str, cfg: VLStudyConfig, out: Path) -> dict[str, float]:
+def _one_run(model: str, seed: int, task: str, cfg: VLStudyConfig, out: Path) -> tuple[dict[str, float], float | None]:
+    """-> (metrics by label, seconds of fine-tuning and evaluation; None for a run of an earlier version)."""
     done = out / "study_metrics.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        stored = json.loads(done.read_text())
+        return (stored["metrics"], stored["time_s"]) if "metrics" in stored else (stored, None)
+    started = time.monotonic()
     ft = FinetuneConfig(task=task, output_dir=str(out), model=model, seed=seed, steps=cfg.steps,
                         batch_size=cfg.batch_size, lr=cfg.lr, lr_mult_fusion=cfg.lr_mult_fusion,
                         lr_mult_head=cfg.lr_mult_head, warmup_steps=cfg.warmup_steps, head=cfg.head,
@@ -81,8 +84,9 @@ def _one_run(model: str, seed: int, task: str, cfg: VLStudyConfig, out: Path) ->
         metrics = evaluate_checkpoint(summary["checkpoint"], split, samples=cfg.eval_samples,
                                       batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device)
         flat.update(_flatten(task, split, metrics))
-    done.write_text(json.dumps(flat, indent=2))
-    return flat
+    seconds = time.monotonic() - started
+    done.write_text(json.dumps({"metrics": flat, "time_s": seconds}, indent=2))
+    return flat, seconds
 
 
 def _baselines(cfg: VLStudyConfig, out: Path) -> dict[str, float]:
@@ -125,19 +129,24 @@ def run_vl_study(checkpoints: dict[str, dict[int, str]], cfg: VLStudyConfig = VL
     """Fine-tune and evaluate every (label, seed) on every task (module docstring).
 
     -> ``{"table": {metric: {label: [per seed]}}, "baselines": {metric: value}, "seeds": {label: [seeds]},
-    "config": ..., "time_s": ...}``; also written to ``cfg.out/study.json``.
+    "config": ..., "time_s": ...}``, ``time_s`` the seconds of fine-tuning and evaluation summed over
+    the runs (stored with each run, so that a continued or shared study counts every run once; None
+    when a run of an earlier version did not store it); also written to ``cfg.out/study.json``.
     """
-    out, started = Path(cfg.out), time.monotonic()
+    out = Path(cfg.out)
     _check_recipe(cfg, out)
     table: dict[str, dict[str, list[float]]] = {}
+    times: list[float | None] = []
     for label, by_seed in checkpoints.items():
         for seed, model in sorted(by_seed.items()):
             for task in cfg.tasks:
-                for metric, value in _one_run(str(model), seed, task, cfg, out / f"{label}-s{seed}" / task).items():
+                metrics, seconds = _one_run(str(model), seed, task, cfg, out / f"{label}-s{seed}" / task)
+                times.append(seconds)
+                for metric, value in metrics.items():
                     table.setdefault(metric, {}).setdefault(label, []).append(value)
     result = {"table": table, "baselines": _baselines(cfg, out),
               "seeds": {label: sorted(s) for label, s in checkpoints.items()}, "config": asdict(cfg),
-              "time_s": time.monotonic() - started}
+              "time_s": None if None in times else sum(times)}
     (out / "study.json").write_text(json.dumps(result, indent=2))
     return result
 

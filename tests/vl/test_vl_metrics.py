@@ -22,7 +22,10 @@ def test_vqa_accuracy_k_matching_annotators(k, expected):
 @pytest.mark.parametrize("raw, normal", [
     ("The dog", "dog"), ("a Red car", "red car"), ("an apple.", "apple"), ("dont know", "don't know"),
     ("yes!", "yes"), ("none", "0"), ("ten", "10"), ("3.5", "3.5"), ("1,000", "1000"), ("black/white", "black white"),
-    ("black / white", "black white"), ("  Yes\n", "yes"), ("couldnt've", "couldn't've"), ("its", "its")])
+    ("black / white", "black white"), ("  Yes\n", "yes"), ("couldnt've", "couldn't've"), ("its", "its"),
+    # the official table as it is: "hed" is in it, "im" and "couldntve" are not (its "Im" key never
+    # matches a lower-cased word), and "somebody'd" loses its apostrophe
+    ("hed", "he'd"), ("Im", "im"), ("couldntve", "couldntve"), ("somebody'd", "somebodyd"), ("twas", "'twas")])
 def test_normalize_answer_hand_cases(raw, normal):
     assert normalize_answer(raw) == normal
 

@@ -7,8 +7,8 @@ Normalisation of an answer: newlines and tabs become spaces, ends are stripped; 
    text has it next to a space or has a comma between two digits, else replaced by a
    space; a period not followed by a digit is deleted ("3.5" keeps its period);
 2. digits and articles: lower case, split on whitespace, number words ("zero" .. "ten",
-   "none") become digits, the articles "a", "an", "the" are dropped, and contractions
-   written without their apostrophe ("dont") get it back ("don't").
+   "none") become digits, the articles "a", "an", "the" are dropped, and the contractions
+   of the official table written without their apostrophe ("dont") get it back ("don't").
 
 Accuracy of one predicted answer against the 10 human answers: for each of the 10
 leave-one-out subsets of 9, ``min(1, #subset answers equal to the prediction / 3)``,
@@ -27,33 +27,34 @@ _PERIOD = re.compile(r"\.(?!\d)")
 _NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
             "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
 _ARTICLES = {"a", "an", "the"}
-# contractions as they are spelled; their apostrophe-less spellings map back to them. Forms whose
-# spelling without apostrophes is an ordinary word (we'll / well, it's / its, i'd / id ...) are left out.
-_CONTRACTED = (
-    "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't "
-    "he'd've he's how'd how'll how's i'd've i'm i've isn't it'd it'd've it'll ma'am mightn't mightn't've "
-    "might've mustn't must've needn't not've o'clock oughtn't shan't she'd've she's should've shouldn't "
-    "shouldn't've somebody'd somebody'd've somebody'll somebody's someone'd someone'd've someone'll someone's "
-    "something'd something'd've something'll something's that's there'd there'd've there're there's they'd "
-    "they'd've they'll they're they've 'twas wasn't we'd've we've weren't what'll what're what's what've "
-    "when's where'd where's where've who'd who'd've who'll who's who've why'll why're why's won't would've "
-    "wouldn't wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've").split()
-
-
-def _contractions() -> dict[str, str]:
-    """Spellings with every apostrophe, or one of two, left out -> the contraction."""
-    out = {}
-    for form in _CONTRACTED:
-        out[form.replace("'", "")] = form
-        if form.count("'") == 2:
-            first = form.index("'")
-            second = form.index("'", first + 1)
-            out[form[:first] + form[first + 1:]] = form
-            out[form[:second] + form[second + 1:]] = form
-    return out
-
-
-CONTRACTIONS = _contractions()
+# The contraction table of the official evaluation, "spelling:contraction" entries, kept exactly
+# as it is, quirks included: the keys "Im", "Ive", "Id've", "I'dve" never match (answers are
+# lower-cased first), "somebody'd" maps to "somebodyd", and a spelling absent here ("im",
+# "couldntve") stays as it is.
+_CONTRACTION_TABLE = (
+    "aint:ain't arent:aren't cant:can't couldve:could've couldnt:couldn't couldn'tve:couldn't've "
+    "couldnt've:couldn't've didnt:didn't doesnt:doesn't dont:don't hadnt:hadn't hadnt've:hadn't've "
+    "hadn'tve:hadn't've hasnt:hasn't havent:haven't hed:he'd hed've:he'd've he'dve:he'd've hes:he's "
+    "howd:how'd howll:how'll hows:how's Id've:I'd've I'dve:I'd've Im:I'm Ive:I've isnt:isn't itd:it'd "
+    "itd've:it'd've it'dve:it'd've itll:it'll let's:let's maam:ma'am mightnt:mightn't "
+    "mightnt've:mightn't've mightn'tve:mightn't've mightve:might've mustnt:mustn't mustve:must've "
+    "neednt:needn't notve:not've oclock:o'clock oughtnt:oughtn't ow's'at:'ow's'at 'ows'at:'ow's'at "
+    "'ow'sat:'ow's'at shant:shan't shed've:she'd've she'dve:she'd've she's:she's shouldve:should've "
+    "shouldnt:shouldn't shouldnt've:shouldn't've shouldn'tve:shouldn't've somebody'd:somebodyd "
+    "somebodyd've:somebody'd've somebody'dve:somebody'd've somebodyll:somebody'll "
+    "somebodys:somebody's someoned:someone'd someoned've:someone'd've someone'dve:someone'd've "
+    "someonell:someone'll someones:someone's somethingd:something'd somethingd've:something'd've "
+    "something'dve:something'd've somethingll:something'll thats:that's thered:there'd "
+    "thered've:there'd've there'dve:there'd've therere:there're theres:there's theyd:they'd "
+    "theyd've:they'd've they'dve:they'd've theyll:they'll theyre:they're theyve:they've twas:'twas "
+    "wasnt:wasn't wed've:we'd've we'dve:we'd've weve:we've werent:weren't whatll:what'll "
+    "whatre:what're whats:what's whatve:what've whens:when's whered:where'd wheres:where's "
+    "whereve:where've whod:who'd whod've:who'd've who'dve:who'd've wholl:who'll whos:who's "
+    "whove:who've whyll:why'll whyre:why're whys:why's wont:won't wouldve:would've wouldnt:wouldn't "
+    "wouldnt've:wouldn't've wouldn'tve:wouldn't've yall:y'all yall'll:y'all'll y'allll:y'all'll "
+    "yall'd've:y'all'd've y'alld've:y'all'd've y'all'dve:y'all'd've youd:you'd youd've:you'd've "
+    "you'dve:you'd've youll:you'll youre:you're youve:you've")
+CONTRACTIONS = dict(entry.split(":", 1) for entry in _CONTRACTION_TABLE.split())
 
 
 def process_punctuation(text: str) -> str:

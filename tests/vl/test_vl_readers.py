@@ -79,6 +79,10 @@ def test_vqa2_bad_files_name_file_and_field(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"v2_mscoco_train2014_annotations.json: annotations\[3\]: missing field 'answers'"):
         load_task(f"vqa2:{root}", "train", 64)
+    data["annotations"][3]["answers"] = []
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"annotations\[3\]: field 'answers' is empty"):
+        load_task(f"vqa2:{root}", "train", 64)
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_task(f"vqa2:{root}", "train", 64)
@@ -120,6 +124,10 @@ def test_snli_ve_bad_files(tmp_path):
     (root / "snli_ve_train.jsonl").write_text(json.dumps({"Flickr30K_ID": "1", "sentence2": "x",
                                                           "gold_label": "maybe"}) + "\n")
     with pytest.raises(ValueError, match="line 1: field 'gold_label' must be one of"):
+        load_task(f"snli-ve:{root}", "train", 64)
+    (root / "snli_ve_train.jsonl").write_bytes(b'{"Flickr30K_ID": "1", "sentence2": "x", "gold_label": "neutral"}\n'
+                                              b'{"Flickr30K_ID": "2", "sentence2": "caf\xe9", "gold_label": "neutral"}\n')
+    with pytest.raises(ValueError, match="snli_ve_train.jsonl, line 2: not UTF-8"):
         load_task(f"snli-ve:{root}", "train", 64)
     (root / "snli_ve_test.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="snli_ve_test.jsonl"):

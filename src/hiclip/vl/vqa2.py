@@ -45,6 +45,8 @@ def read_split(root: str | Path, split: str) -> list[dict]:
         where = f"{a_path}: annotations[{n}]"
         qid = field(ann, "question_id", int, where)
         answers = [field(a, "answer", str, f"{where}.answers[{k}]") for k, a in list_field(ann, "answers", where)]
+        if not answers:
+            raise ValueError(f"{where}: field 'answers' is empty (the VQA accuracy needs the human answers)")
         by_id[qid] = {"answers": answers, "answer_type": field(ann, "answer_type", str, where),
                       "multiple_choice_answer": field(ann, "multiple_choice_answer", str, where)}
     rows = []

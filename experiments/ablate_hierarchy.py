@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -81,25 +83,33 @@ def run_dir(out: Path, name: str, seed: int, demo_out: Path) -> Path:
     return out / "runs" / f"{name}-s{seed}"
 
 
+def _process_token(pid: int) -> str | None:
+    """A token that names one process across PID reuse and reboots (Linux: boot id and the
+    process's start time); None when the process does not exist."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{socket.gethostname()}:{boot}:{pid}:{start}"
+
+
 def _claim(rd: Path) -> bool:
     """Take a run for this process (several processes may share the work): a claim file created
-    exclusively; a claim left by a process that died is taken over (its run resumes from the
-    latest checkpoint)."""
-    import os
-
+    exclusively, holding the claimer's process token. A claim whose process is gone (or that an
+    older version wrote, with a bare PID) is taken over; its run resumes from the latest checkpoint."""
     rd.mkdir(parents=True, exist_ok=True)
-    claim = rd / "claim"
+    claim, mine = rd / "claim", _process_token(os.getpid()) or str(os.getpid())
     try:
         fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        pid = int(claim.read_text() or 0)
-        try:
-            os.kill(pid, 0)
+        holder = claim.read_text().strip()
+        pid = holder.split(":")[2] if holder.count(":") == 3 else ""
+        if pid.isdigit() and _process_token(int(pid)) == holder:
             return False  # another live process trains it
-        except (ProcessLookupError, ValueError):
-            claim.write_text(str(os.getpid()))
-            return True
-    os.write(fd, str(os.getpid()).encode())
+        claim.write_text(mine)
+        return True
+    os.write(fd, mine.encode())
     os.close(fd)
     return True
 

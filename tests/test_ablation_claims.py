@@ -1,0 +1,44 @@
+"""experiments/ablate_hierarchy.py shares runs between processes through claim files: a live
+claim is respected, a claim of a finished process or a bare PID of an older version is taken over."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ablate_hierarchy.py"
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="claims read /proc (Linux)")
+
+
+@pytest.fixture(scope="module")
+def ablate():
+    spec = importlib.util.spec_from_file_location("ablate_hierarchy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_live_claim_is_respected(ablate, tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        token = ablate._process_token(child.pid)
+        assert token is not None and token.split(":")[2] == str(child.pid)
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "claim").write_text(token)
+        assert ablate._claim(tmp_path / "run") is False
+    finally:
+        child.kill()
+        child.wait()
+    # the same PID, now gone: the claim is stale and taken over by this process
+    assert ablate._process_token(child.pid) is None
+    assert ablate._claim(tmp_path / "run") is True
+    assert (tmp_path / "run" / "claim").read_text() == ablate._process_token(os.getpid())
+
+
+def test_new_and_old_format_claims(ablate, tmp_path):
+    assert ablate._claim(tmp_path / "fresh") is True  # created exclusively
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "claim").write_text("1")  # a bare PID (PID 1 always lives): cannot be verified
+    assert ablate._claim(tmp_path / "old") is True

@@ -94,18 +94,34 @@ def _process_token(pid: int) -> str | None:
     return f"{socket.gethostname()}:{boot}:{pid}:{start}"
 
 
+def _claim_is_live(holder: str) -> bool:
+    """Whether the process named in a claim still runs. Without /proc (not Linux) a claim is a bare
+    PID, checked with a null signal; on Linux a bare PID (an older version's claim) cannot be
+    checked, since the PID may name another process by now, and counts as gone."""
+    if holder.count(":") == 3:
+        pid = holder.split(":")[2]
+        return pid.isdigit() and _process_token(int(pid)) == holder
+    if not holder.isdigit() or _process_token(os.getpid()) is not None:
+        return False
+    try:
+        os.kill(int(holder), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
 def _claim(rd: Path) -> bool:
     """Take a run for this process (several processes may share the work): a claim file created
-    exclusively, holding the claimer's process token. A claim whose process is gone (or that an
-    older version wrote, with a bare PID) is taken over; its run resumes from the latest checkpoint."""
+    exclusively, holding the claimer's process token (a bare PID without /proc). A claim whose
+    process is gone is taken over (:func:`_claim_is_live`); its run resumes from the latest checkpoint."""
     rd.mkdir(parents=True, exist_ok=True)
     claim, mine = rd / "claim", _process_token(os.getpid()) or str(os.getpid())
     try:
         fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        holder = claim.read_text().strip()
-        pid = holder.split(":")[2] if holder.count(":") == 3 else ""
-        if pid.isdigit() and _process_token(int(pid)) == holder:
+        if _claim_is_live(claim.read_text().strip()):
             return False  # another live process trains it
         claim.write_text(mine)
         return True

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ablate_hierarchy.py"
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="claims read /proc (Linux)")
+LINUX = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process tokens read /proc (Linux)")
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +20,7 @@ def ablate():
     return module
 
 
+@LINUX
 def test_live_claim_is_respected(ablate, tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -37,8 +38,22 @@ def test_live_claim_is_respected(ablate, tmp_path):
     assert (tmp_path / "run" / "claim").read_text() == ablate._process_token(os.getpid())
 
 
+@LINUX
 def test_new_and_old_format_claims(ablate, tmp_path):
     assert ablate._claim(tmp_path / "fresh") is True  # created exclusively
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "claim").write_text("1")  # a bare PID (PID 1 always lives): cannot be verified
     assert ablate._claim(tmp_path / "old") is True
+
+
+def test_without_proc_a_bare_pid_is_checked_by_signal(ablate, tmp_path, monkeypatch):
+    monkeypatch.setattr(ablate, "_process_token", lambda pid: None)  # as on a system without /proc
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert ablate._claim_is_live(str(child.pid)) is True
+    finally:
+        child.kill()
+        child.wait()
+    assert ablate._claim_is_live(str(child.pid)) is False
+    assert ablate._claim(tmp_path / "run") is True
+    assert (tmp_path / "run" / "claim").read_text() == str(os.getpid())

@@ -156,7 +156,7 @@ def run_vl_stage(cfg: DemoConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     checkpoints = {m: {s: str(RunPaths(out / "runs" / run_name(m, s)).latest) for s in cfg.seed_list}
                    for m in cfg.models}
-    return run_vl_study(checkpoints, VLStudyConfig(out=str(out / "vl"), steps=cfg.vl_steps, warmup_steps=max(cfg.vl_steps // 10, 1),
+    return run_vl_study(checkpoints, VLStudyConfig(out=str(out / "vl"), steps=cfg.vl_steps,
                                                    batch_size=cfg.batch_size, world_samples=cfg.vl_samples,
                                                    eval_samples=cfg.vl_eval_samples, workers=cfg.workers,
                                                    device=cfg.device, progress=cfg.progress))

@@ -5,8 +5,8 @@ VQA and visual-entailment tasks and compare them, with text-only baselines.
 (or a model name: random initialisation). Each is fine-tuned on every task of ``cfg.tasks``
 with the same budget, data and options, its seed as the fine-tuning seed, then evaluated on
 the test and held-out splits. The recipe (every field of :class:`VLStudyConfig` but where and
-how fast it runs) is stored in ``cfg.out/recipe.json``; continuing with another is an error. Runs live in ``cfg.out/<label>-s<seed>/<task>/``; a rerun
-skips finished evaluations and resumes unfinished fine-tuning. The returned ``table`` maps a
+how fast it runs) is stored in ``cfg.out/recipe.json``; continuing with another is an error.
+Runs live in ``cfg.out/<label>-s<seed>/<task>/``; a rerun skips finished evaluations and resumes unfinished fine-tuning. The returned ``table`` maps a
 metric label ("world-vqa acc: colour") to ``{label: [value per seed]}``, the layout of the
 demo report's tables; ``baselines`` maps the same labels to the question-only /
 hypothesis-only accuracy (``hiclip.vl.baselines``), which does not depend on the model.
@@ -42,7 +42,7 @@ class VLStudyConfig:
     lr: float = 1e-4
     lr_mult_fusion: float = 5.0
     lr_mult_head: float = 10.0
-    warmup_steps: int = 60
+    warmup_steps: int | None = None  # None: 10 % of the steps
     head: str = "fusion"
     freeze_encoders: bool = False
     world_samples: int = 20_000
@@ -51,6 +51,10 @@ class VLStudyConfig:
     device: str = "cpu"
     threads: int | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps is None:
+            self.warmup_steps = max(self.steps // 10, 1)
 
 
 def _label(task: str, split: str, key: str) -> str:

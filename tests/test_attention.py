@@ -13,9 +13,13 @@ from hiclip.kernels import Prior
 KERNELS = ["materialized", "lean"]
 
 
-def make(renormalize=False, seed=0, kernel="auto", width=16, heads=4):
+RULES = ["softmax", "softmax_none", "sigmoid", "distance"]
+
+
+def make(renormalize=False, seed=0, kernel="auto", width=16, heads=4, rule="softmax"):
     torch.manual_seed(seed)
-    attn = Attention(width=width, heads=heads, link_dim=4, renormalize=renormalize, kernel=kernel).double()
+    attn = Attention(width=width, heads=heads, link_dim=4, renormalize=renormalize, kernel=kernel,
+                     link_rule=rule).double()
     torch.nn.init.normal_(attn.in_proj_weight, std=0.3)
     for lin in (attn.link_q, attn.link_k):
         torch.nn.init.normal_(lin.weight, std=1.0)  # links spread over (0, 1), not all ~0.7
@@ -101,22 +105,27 @@ def run(attn, case, reference, device="cpu", dtype=torch.float64):
     structure, mask, loop_prior, n = CASES[case](device, dtype)
     x = torch.randn(2, n, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     x = x.to(device, dtype).requires_grad_()
-    links = structure.links(*attn.neighbour_qk(x))
+    links = attn.link_state(x, structure, None).links
     if reference:
         out = loop_attention(attn, x, loop_prior(links), mask, attn.renormalize)
     else:
         out = attn(x, mask, Prior(structure, links))
     weight = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     params = [x, attn.in_proj_weight, attn.in_proj_bias, attn.link_q.weight, attn.link_k.weight]
+    names = ["x", "in_proj_weight", "in_proj_bias", "link_q", "link_k"]
+    if attn.link_rule != "softmax":
+        params, names = params + [attn.link_bias], names + ["link_bias"]
     grads = torch.autograd.grad((out * weight.to(device, dtype)).sum(), params)
-    return out, dict(zip(["x", "in_proj_weight", "in_proj_bias", "link_q", "link_k"], grads))
+    return out, dict(zip(names, grads))
 
 
+@pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("renormalize", [False, True])
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_kernels_match_loops_forward_and_gradients(kernel, case, renormalize):
-    attn = make(renormalize, kernel=kernel)
+def test_kernels_match_loops_forward_and_gradients(kernel, case, renormalize, rule):
+    """Every kernel, with the links of every rule (their values are checked in test_link_rules.py)."""
+    attn = make(renormalize, kernel=kernel, rule=rule)
     ref_out, ref_grads = run(attn, case, reference=True)
     out, grads = run(attn, case, reference=False)
     torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-10)

@@ -10,8 +10,9 @@ link state ``a^{l}`` flows from one hierarchy layer to the next through the tran
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +25,29 @@ Links = tuple[torch.Tensor, ...]
 """Link affinities of one layer: ``(chain,)`` (B, N-1) or ``(h, v)`` (B, H, W-1), (B, H-1, W)."""
 
 
+class LinkState(NamedTuple):
+    """What flows from one hierarchy layer to the next: the cumulative links ``a^l`` and, for the
+    ``distance`` rule, the shared per-edge scores ``−δ`` (shaped like ``links``) and the threshold ``τ_l``."""
+
+    links: Links
+    mean: Links | None = None
+    tau: torch.Tensor | None = None
+
+
 class Structure(Protocol):
     """Where tokens have neighbours: turns neighbour projections into links and a prior."""
 
     def links(self, q: torch.Tensor, k: torch.Tensor) -> Links:
-        """(B, N, G) queries/keys of the full sequence -> this layer's ``â``."""
+        """(B, N, G) queries/keys of the full sequence -> this layer's ``â`` by the paper's rule."""
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> hi.EdgeScores:
+        """(B, N, G) queries/keys of the full sequence -> per-edge scores ``(s_ij, s_ji)``."""
+
+    def softmax(self, scores: hi.EdgeScores, none: torch.Tensor | None = None) -> Links:
+        """Neighbour-softmax links from scores, with an optional "none" logit."""
+
+    def restrict(self, links: Links) -> Links:
+        """Links that are 0 on edges outside the structure (a chain's padding), unchanged elsewhere."""
 
     def prior(self, links: Links) -> torch.Tensor:
         """Cumulative links ``a^l`` -> constituent prior C (B, N, N) over the full sequence."""
@@ -49,6 +68,16 @@ class ChainStructure:
 
     def links(self, q: torch.Tensor, k: torch.Tensor) -> Links:
         return (hi.chain_links(q, k, self.inside),)
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> hi.EdgeScores:
+        return hi.chain_scores(q, k)
+
+    def softmax(self, scores: hi.EdgeScores, none: torch.Tensor | None = None) -> Links:
+        return (hi.chain_softmax(scores, self.inside, none),)
+
+    def restrict(self, links: Links) -> Links:
+        (a,) = links
+        return (a * (self.inside[:, :-1] & self.inside[:, 1:]),)
 
     def prior(self, links: Links) -> torch.Tensor:
         (a,) = links
@@ -78,6 +107,16 @@ class GridStructure:
         o = self.offset
         return hi.grid_links(q[:, o:], k[:, o:], self.grid)
 
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> hi.EdgeScores:
+        o = self.offset
+        return hi.grid_scores(q[:, o:], k[:, o:], self.grid)
+
+    def softmax(self, scores: hi.EdgeScores, none: torch.Tensor | None = None) -> Links:
+        return hi.grid_softmax(scores, none)
+
+    def restrict(self, links: Links) -> Links:
+        return links
+
     def prior(self, links: Links) -> torch.Tensor:
         return hi.embed_prior(hi.grid_prior(*links), offset=self.offset)
 
@@ -88,8 +127,26 @@ class GridStructure:
         return PriorTables("grid", hi.grid_costs(*links), (self.grid[1], self.offset))
 
 
+LINK_BIAS_INIT = {"softmax_none": math.log(8.0), "sigmoid": math.log(0.1 / 0.9), "distance": math.log(0.1 / 0.9)}
+"""Start of each rule's per-layer logit ``b_l``: a layer with no preference links with about 0.1
+(``softmax_none``: ``p = 1/10`` for each of a chain token's two neighbours; ``sigmoid``: ``σ(b) = 0.1``;
+``distance``: the first threshold ``τ_0``, the later layers' increments set by :func:`distance_steps`)."""
+
+
+def distance_steps(count: int, top: float = 0.9) -> float:
+    """The ``distance`` rule's start for a later layer's logit: ``softplus(b) = Δτ`` with thresholds rising
+    evenly from ``σ(τ_0) = 0.1`` to ``σ(τ_last) = top`` over ``count`` hierarchy layers (needs count > 1)."""
+    step = (math.log(top / (1 - top)) - LINK_BIAS_INIT["distance"]) / (count - 1)
+    return math.log(math.expm1(step))
+
+
 class Attention(nn.Module):
     """Multi-head self-attention, optionally weighted by a constituent prior.
+
+    A hierarchy layer (``link_dim`` given) holds its neighbour projections ``link_q``/``link_k`` and,
+    for every rule but ``softmax``, a scalar logit ``link_bias`` (started at ``link_bias``, default
+    :data:`LINK_BIAS_INIT`); with ``shares_scores`` (a later ``distance`` layer) it has no projections
+    and its logit is the threshold's increment ``τ_l − τ_{l−1} = softplus(b_l)``.
 
     ``C ⊙ softmax(QK^T/sqrt(d_h) + mask)`` (Tree Transformer; default) or, with
     ``renormalize``, ``softmax(QK^T/sqrt(d_h) + mask + log C)``. With no prior it is
@@ -100,22 +157,49 @@ class Attention(nn.Module):
     """
 
     def __init__(self, width: int, heads: int, link_dim: int | None = None, renormalize: bool = False,
-                 kernel: str = "auto"):
+                 kernel: str = "auto", link_rule: str = "softmax", link_bias: float | None = None,
+                 shares_scores: bool = False):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
+        if link_rule not in hi.LINK_RULES:
+            raise ValueError(f"hierarchy.link must be one of {hi.LINK_RULES}, got {link_rule!r}")
         self.heads, self.renormalize, self.kernel = heads, renormalize, kernel
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
         self.hierarchical = link_dim is not None
-        if self.hierarchical:
+        self.link_rule = link_rule
+        # a later layer of the distance rule reuses the first one's scores: no projections of its own
+        self.has_link_projections = self.hierarchical and not shares_scores
+        if self.has_link_projections:
             self.link_q = nn.Linear(width, link_dim, bias=False)
             self.link_k = nn.Linear(width, link_dim, bias=False)
+        if self.hierarchical and link_rule != "softmax":
+            self.link_bias = nn.Parameter(torch.tensor(LINK_BIAS_INIT[link_rule] if link_bias is None else link_bias))
 
     def neighbour_qk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N, D) -> neighbour queries and keys, each (B, N, G)."""
         return self.link_q(x), self.link_k(x)
+
+    def link_state(self, x: torch.Tensor, structure: Structure, state: LinkState | None) -> LinkState:
+        """This layer's cumulative links ``a^l`` from x (B, N, D) and the previous layer's state, by
+        ``link_rule`` (:data:`hiclip.hierarchy.LINK_RULES`)."""
+        rule = self.link_rule
+        if rule == "distance":
+            if state is None or state.mean is None:  # the first hierarchy layer: the shared scores
+                mean, tau = hi.edge_mean(structure.scores(*self.neighbour_qk(x))), self.link_bias
+            else:
+                mean, tau = state.mean, state.tau + F.softplus(self.link_bias)
+            return LinkState(structure.restrict(hi.sigmoid_links(mean, tau)), mean, tau)
+        scores = structure.scores(*self.neighbour_qk(x))
+        if rule == "sigmoid":
+            new = structure.restrict(hi.sigmoid_links(hi.edge_mean(scores), self.link_bias))
+        else:
+            new = structure.softmax(scores, self.link_bias if rule == "softmax_none" else None)
+        if state is not None:
+            new = tuple(hi.constrain(p, n) for p, n in zip(state.links, new))
+        return LinkState(new)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 prior: torch.Tensor | Prior | None = None) -> torch.Tensor:
@@ -145,10 +229,11 @@ class ResidualBlock(nn.Module):
     """Pre-norm block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, quick_gelu: bool = False,
-                 link_dim: int | None = None, renormalize: bool = False, kernel: str = "auto"):
+                 link_dim: int | None = None, renormalize: bool = False, kernel: str = "auto",
+                 link_rule: str = "softmax", link_bias: float | None = None, shares_scores: bool = False):
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
-        self.attn = Attention(width, heads, link_dim, renormalize, kernel)
+        self.attn = Attention(width, heads, link_dim, renormalize, kernel, link_rule, link_bias, shares_scores)
         self.ln_2 = nn.LayerNorm(width)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(OrderedDict([
@@ -158,15 +243,14 @@ class ResidualBlock(nn.Module):
         ]))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                structure: Structure | None = None, state: Links | None = None
-                ) -> tuple[torch.Tensor, Links | None]:
-        """x (B, N, D) -> (x, link state ``a^l``; unchanged when this layer has no hierarchy)."""
+                structure: Structure | None = None, state: LinkState | None = None
+                ) -> tuple[torch.Tensor, LinkState | None]:
+        """x (B, N, D) -> (x, link state with ``a^l``; unchanged when this layer has no hierarchy)."""
         h = self.ln_1(x)
         prior = None
         if self.attn.hierarchical and structure is not None:
-            new = structure.links(*self.attn.neighbour_qk(h))
-            state = new if state is None else tuple(hi.constrain(p, n) for p, n in zip(state, new))
-            prior = Prior(structure, state)
+            state = self.attn.link_state(h, structure, state)
+            prior = Prior(structure, state.links)
         x = x + self.attn(h, mask, prior)
         return x + self.mlp(self.ln_2(x)), state
 
@@ -176,14 +260,18 @@ class Transformer(nn.Module):
 
     def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0,
                  quick_gelu: bool = False, hierarchy_layers: list[int] = (), link_dim: int | None = None,
-                 renormalize: bool = False, kernel: str = "auto"):
+                 renormalize: bool = False, kernel: str = "auto", link_rule: str = "softmax"):
         super().__init__()
         self.width, self.layers = width, layers
         self.hierarchy_layers = sorted(hierarchy_layers)  # from the config; blocks are built from it
         link_dim = link_dim or width // heads
+        first = self.hierarchy_layers[0] if self.hierarchy_layers else None
+        later = link_rule == "distance" and len(self.hierarchy_layers) > 1
         self.resblocks = nn.ModuleList([
-            ResidualBlock(width, heads, mlp_ratio, quick_gelu,
-                          link_dim if i in hierarchy_layers else None, renormalize, kernel)
+            ResidualBlock(width, heads, mlp_ratio, quick_gelu, link_dim if i in hierarchy_layers else None,
+                          renormalize, kernel, link_rule,
+                          distance_steps(len(self.hierarchy_layers)) if later and i != first else None,
+                          shares_scores=link_rule == "distance" and i != first)
             for i in range(layers)
         ])
         self.grad_checkpointing = False
@@ -198,7 +286,7 @@ class Transformer(nn.Module):
             else:
                 x, new = block(x, mask, structure, state)
             if block.attn.hierarchical and structure is not None:
-                history.append(new)
+                history.append(new.links)
             state = new
         return x, history
 
@@ -213,6 +301,6 @@ class Transformer(nn.Module):
             nn.init.zeros_(block.attn.out_proj.bias)
             nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
-            if block.attn.hierarchical:
+            if block.attn.has_link_projections:
                 nn.init.normal_(block.attn.link_q.weight, std=attn_std)
                 nn.init.normal_(block.attn.link_k.weight, std=attn_std)

@@ -14,6 +14,8 @@ from typing import Any
 
 
 KERNELS = ("auto", "materialized", "lean", "flex")
+LINK_RULES = ("softmax", "softmax_none", "sigmoid", "distance")
+"""``hierarchy.link``; the rules are described at :data:`hiclip.hierarchy.LINK_RULES`."""
 
 
 @dataclass
@@ -27,6 +29,9 @@ class HierarchyCfg:
     kernel: how attention applies the prior, one of :data:`KERNELS` (same results; docs/design.md
         §1.7): ``auto`` (fused ``flex`` on CUDA, ``lean`` elsewhere), ``materialized`` (reference),
         ``lean`` (no per-head N×N kept for backward), ``flex`` (CUDA; else as ``lean``).
+    link: how a layer's neighbour scores become links, one of :data:`LINK_RULES` (docs/design.md
+        §1.2): ``softmax`` (the paper's, Tree Transformer's neighbour softmax), ``softmax_none``,
+        ``sigmoid``, ``distance``.
     """
 
     enabled: bool = False
@@ -34,10 +39,13 @@ class HierarchyCfg:
     dim: int | None = None
     renormalize: bool = False
     kernel: str = "auto"
+    link: str = "softmax"
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
             raise ValueError(f"hierarchy.kernel must be one of {KERNELS}, got {self.kernel!r}")
+        if self.link not in LINK_RULES:
+            raise ValueError(f"hierarchy.link must be one of {LINK_RULES}, got {self.link!r}")
         if self.enabled and self.layers is not None and not self.layers:
             raise ValueError("hierarchy.layers is empty while hierarchy.enabled is true; "
                              "list at least one layer, or set enabled to false")

@@ -20,7 +20,7 @@ from .model import HiCLIP
 
 log = logging.getLogger(__name__)
 
-HIERARCHY_KEYS = (".attn.link_q.", ".attn.link_k.")
+HIERARCHY_KEYS = (".attn.link_q.", ".attn.link_k.", ".attn.link_bias")
 """Substrings of parameter names that belong to hierarchy-aware attention."""
 TRAINING_HEADS = "declip."
 """Prefix of the DeCLIP objective's training heads: fresh when absent, dropped when not wanted."""

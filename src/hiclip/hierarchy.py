@@ -3,9 +3,12 @@
 Nothing here holds parameters. Shapes use ``B`` batch, ``N`` tokens, ``G`` the
 width of the neighbour projections, ``H``/``W`` the patch grid.
 
-* :func:`chain_links` / :func:`grid_links` — neighbour-softmax link affinities
-  ``â_ij = min(1, sqrt(p_ij p_ji + 1e-9))`` of one layer (§1.1–1.2), in (0, 1] so that
-  path costs ``-log â`` are never negative.
+* :func:`chain_scores` / :func:`grid_scores` — neighbour scores ``s_ij`` of one layer (§1.1), and
+  the link rules of :data:`LINK_RULES` on them: :func:`chain_softmax` / :func:`grid_softmax` (the
+  paper's neighbour softmax, ``â_ij = min(1, sqrt(p_ij p_ji + 1e-9))``, optionally with a "none"
+  option) and :func:`sigmoid_links` (per-edge sigmoid and shared distances); every link lies in
+  [3.2e-5, 1] so that path costs ``-log â`` are finite and never negative.
+  :func:`chain_links` / :func:`grid_links` are the paper's rule from queries and keys.
 * :func:`constrain` — the hierarchical constraint ``a^l = a^{l-1} + (1 - a^{l-1}) â^l`` (§1.3).
 * :func:`chain_prior` / :func:`grid_prior` — constituent priors ``C`` (§1.4), in
   O(N²) time and memory: path products are ``exp(-|L_a - L_b| ...)`` of cumulative
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .config import LINK_RULES as CONFIG_LINK_RULES
 
 LINK_EPS = 1e-9
 """Added under the square root of ``p_ij * p_ji``: keeps every link > 0 (log-safe)."""
@@ -48,43 +53,92 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def chain_links(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Link affinities of one layer along a chain of tokens (text).
+LINK_RULES = CONFIG_LINK_RULES
+"""How a hierarchy layer turns neighbour scores into links (``hierarchy.link``, docs/design.md §1.2):
+
+* ``softmax`` — the paper's rule (Tree Transformer's neighbour softmax): each token spends one unit of
+  link mass over its neighbours, ``â_ij = sqrt(p_ij p_ji + 1e-9)``; "no preference" gives ``p = 1/k``.
+* ``softmax_none`` — the same softmax with one more option, "none", whose learnable logit ``b_l``
+  (one per layer) lets a token link to no neighbour.
+* ``sigmoid`` — a symmetric link per edge, ``â_ij = σ((s_ij + s_ji)/2 + b_l)``, ``b_l`` learnable;
+  a layer with no preference adds ``σ(b_l)`` (started at 0.1).
+* ``distance`` — one distance per edge from the first hierarchy layer's scores,
+  ``δ_ij = −(s_ij + s_ji)/2``, shared by all layers: the cumulative link is
+  ``a^l = σ(τ_l − δ_ij)`` with increasing thresholds ``τ_l`` (syntactic-distance style), so
+  the groupings of successive layers nest by construction.
+"""
+
+LINK_FLOOR = LINK_EPS ** 0.5
+"""The smallest link any rule gives (3.2e-5, the softmax rule's ``sqrt(1e-9)``): path costs stay finite."""
+
+EdgeScores = tuple[tuple[torch.Tensor, torch.Tensor], ...]
+"""Per family of edges (chain: one; grid: horizontal, vertical) the scores ``(s_ij, s_ji)`` of each
+edge, forward (towards the later token) and backward."""
+
+
+def chain_scores(q: torch.Tensor, k: torch.Tensor) -> EdgeScores:
+    """Neighbour scores along a chain.
 
     Args:
         q, k: (B, N, G) neighbour queries ``Wq_g x`` and keys ``Wk_g x``.
-        valid: (B, N) bool, True for tokens inside the chain (content tokens);
-            padding and special tokens are not neighbours. None: all valid.
+
+    Returns:
+        ``((fwd, bwd),)``, each (B, N-1): ``s_{i,i+1}`` and ``s_{i+1,i}`` (at least float32).
+    """
+    q, k = q.to(_work_dtype(q.dtype)), k.to(_work_dtype(k.dtype))
+    scale = q.shape[-1] ** -0.5
+    return (((q[:, :-1] * k[:, 1:]).sum(-1) * scale, (q[:, 1:] * k[:, :-1]).sum(-1) * scale),)
+
+
+def chain_softmax(scores: EdgeScores, valid: torch.Tensor | None = None,
+                  none: torch.Tensor | None = None) -> torch.Tensor:
+    """The neighbour-softmax links of a chain from its :func:`chain_scores`.
+
+    Args:
+        scores: ``((fwd, bwd),)``, each (B, N-1).
+        valid: (B, N) bool, True for tokens inside the chain; padding and special tokens are not
+            neighbours. None: all valid.
+        none: scalar logit of a "none" option in every token's softmax (``softmax_none``), or None.
 
     Returns:
         (B, N-1) ``â[k]`` for the edge (k, k+1); 0 on edges with an invalid end.
     """
+    ((right, left),) = scores
     if valid is None:
-        valid = torch.ones(q.shape[:2], dtype=torch.bool, device=q.device)
-    scale = q.shape[-1] ** -0.5
-    right = (q[:, :-1] * k[:, 1:]).sum(-1) * scale  # s_{i, i+1}, (B, N-1)
-    left = (q[:, 1:] * k[:, :-1]).sum(-1) * scale  # s_{i+1, i}, (B, N-1)
+        valid = torch.ones(right.shape[0], right.shape[1] + 1, dtype=torch.bool, device=right.device)
     edge_ok = valid[:, :-1] & valid[:, 1:]
     pad = torch.zeros_like(right[:, :1])
     pad_ok = torch.zeros_like(edge_ok[:, :1])
     # scores of token i towards its left / right neighbour: (B, N, 2)
-    scores = torch.stack([torch.cat([pad, left], 1), torch.cat([right, pad], 1)], -1)
+    s = torch.stack([torch.cat([pad, left], 1), torch.cat([right, pad], 1)], -1)
     ok = torch.stack([torch.cat([pad_ok, edge_ok], 1), torch.cat([edge_ok, pad_ok], 1)], -1)
-    p = _masked_softmax(scores.to(_work_dtype(scores.dtype)), ok)
+    p = _softmax_with_none(s, ok, none)
     p_right, p_left = p[:, :-1, 1], p[:, 1:, 0]  # p_{i -> i+1}, p_{i+1 -> i}
     return _affinity(p_right * p_left) * edge_ok
 
 
-def grid_links(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Link affinities of one layer on an H×W patch grid (row-major tokens).
+def chain_links(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The paper's links of one layer along a chain (text): :func:`chain_softmax` of :func:`chain_scores`.
+
+    Args:
+        q, k: (B, N, G) neighbour queries and keys; valid: (B, N) bool or None.
+
+    Returns:
+        (B, N-1) ``â[k]`` for the edge (k, k+1); 0 on edges with an invalid end.
+    """
+    return chain_softmax(chain_scores(q, k), valid)
+
+
+def grid_scores(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> EdgeScores:
+    """Neighbour scores on an H×W patch grid (row-major tokens).
 
     Args:
         q, k: (B, H*W, G) neighbour queries and keys of the patches.
         grid: (H, W).
 
     Returns:
-        h: (B, H, W-1) links between (r, c) and (r, c+1);
-        v: (B, H-1, W) links between (r, c) and (r+1, c).
+        ``((right, left), (down, up))``: (B, H, W-1) scores ``(r,c)→(r,c+1)`` and back, and
+        (B, H-1, W) scores ``(r,c)→(r+1,c)`` and back (at least float32).
     """
     H, W = grid
     B, N, G = q.shape
@@ -93,23 +147,71 @@ def grid_links(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple
     scale = G ** -0.5
     q = q.reshape(B, H, W, G).to(_work_dtype(q.dtype))
     k = k.reshape(B, H, W, G).to(_work_dtype(k.dtype))
-    s_r = (q[:, :, :-1] * k[:, :, 1:]).sum(-1) * scale  # (r,c) -> (r,c+1), (B, H, W-1)
-    s_l = (q[:, :, 1:] * k[:, :, :-1]).sum(-1) * scale  # (r,c+1) -> (r,c)
-    s_d = (q[:, :-1] * k[:, 1:]).sum(-1) * scale  # (r,c) -> (r+1,c), (B, H-1, W)
-    s_u = (q[:, 1:] * k[:, :-1]).sum(-1) * scale  # (r+1,c) -> (r,c)
+    s_r = (q[:, :, :-1] * k[:, :, 1:]).sum(-1) * scale
+    s_l = (q[:, :, 1:] * k[:, :, :-1]).sum(-1) * scale
+    s_d = (q[:, :-1] * k[:, 1:]).sum(-1) * scale
+    s_u = (q[:, 1:] * k[:, :-1]).sum(-1) * scale
+    return (s_r, s_l), (s_d, s_u)
+
+
+def grid_softmax(scores: EdgeScores, none: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The neighbour-softmax links of a grid from its :func:`grid_scores`.
+
+    Args:
+        scores: ``((right, left), (down, up))`` as :func:`grid_scores` returns them.
+        none: scalar logit of a "none" option (``softmax_none``), or None.
+
+    Returns:
+        h: (B, H, W-1) links between (r, c) and (r, c+1); v: (B, H-1, W) between (r, c) and (r+1, c).
+    """
+    (s_r, s_l), (s_d, s_u) = scores
+    B, H, W = s_r.shape[0], s_r.shape[1], s_r.shape[2] + 1
     # per-token scores towards [left, right, up, down]: (B, H, W, 4), padded where absent
-    scores = torch.stack([
+    s = torch.stack([
         F.pad(s_l, (1, 0)), F.pad(s_r, (0, 1)), F.pad(s_u, (0, 0, 1, 0)), F.pad(s_d, (0, 0, 0, 1)),
     ], -1)
-    ok = torch.ones(H, W, 4, dtype=torch.bool, device=q.device)
+    ok = torch.ones(H, W, 4, dtype=torch.bool, device=s.device)
     ok[:, 0, 0] = False
     ok[:, -1, 1] = False
     ok[0, :, 2] = False
     ok[-1, :, 3] = False
-    p = _masked_softmax(scores, ok.expand(B, H, W, 4))
+    p = _softmax_with_none(s, ok.expand(B, H, W, 4), none)
     h = _affinity(p[:, :, :-1, 1] * p[:, :, 1:, 0])
     v = _affinity(p[:, :-1, :, 3] * p[:, 1:, :, 2])
     return h, v
+
+
+def grid_links(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's links of one layer on an H×W patch grid: :func:`grid_softmax` of :func:`grid_scores`.
+
+    Returns:
+        h: (B, H, W-1) links between (r, c) and (r, c+1);
+        v: (B, H-1, W) links between (r, c) and (r+1, c).
+    """
+    return grid_softmax(grid_scores(q, k, grid))
+
+
+def _softmax_with_none(scores: torch.Tensor, ok: torch.Tensor, none: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the neighbours (last axis, ``ok`` entries), with an extra always-present option
+    of logit ``none`` when given; returns the neighbours' probabilities only, same shape as ``scores``."""
+    if none is None:
+        return _masked_softmax(scores, ok)
+    extra = none.to(scores.dtype).expand(*scores.shape[:-1], 1)
+    p = _masked_softmax(torch.cat([scores, extra], -1), torch.cat([ok, torch.ones_like(ok[..., :1])], -1))
+    return p[..., :-1]
+
+
+def edge_mean(scores: EdgeScores) -> tuple[torch.Tensor, ...]:
+    """Per family of edges the symmetric score ``(s_ij + s_ji) / 2`` (minus the ``distance`` rule's δ)."""
+    return tuple((fwd + bwd) / 2 for fwd, bwd in scores)
+
+
+def sigmoid_links(mean: tuple[torch.Tensor, ...], bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``σ(mean + bias)`` per edge, kept in ``[LINK_FLOOR, 1]`` (finite path costs).
+
+    ``sigmoid`` rule: ``mean`` is this layer's :func:`edge_mean` and ``bias`` its ``b_l``;
+    ``distance`` rule: ``mean`` is the first hierarchy layer's and ``bias`` the threshold ``τ_l``."""
+    return tuple(torch.sigmoid(m + bias.to(m.dtype)).clamp_min(LINK_FLOOR) for m in mean)
 
 
 def constrain(prev: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,14 @@ VARIANTS: dict[str, tuple[str, list]] = {
     "link_dim_8": (BASE, [_set("vision_cfg.hierarchy.dim", 8), _set("text_cfg.hierarchy.dim", 8)]),
     "link_dim_128": (BASE, [_set("vision_cfg.hierarchy.dim", 128), _set("text_cfg.hierarchy.dim", 128)]),
     "layers_6": (BASE, [_set("vision_cfg.layers", 6), _set("text_cfg.layers", 6)]),
+    # link rules (docs/design.md §1.2); "softmax" is the paper's rule, spelled out so that the row
+    # keeps its meaning when the default changes
+    **{rule: (BASE, [_set("vision_cfg.hierarchy.link", rule), _set("text_cfg.hierarchy.link", rule)])
+       for rule in ("softmax", "softmax_none", "sigmoid", "distance")},
+    **{f"{rule}_renormalized": (BASE, [_set("vision_cfg.hierarchy.link", rule), _set("text_cfg.hierarchy.link", rule),
+                                       _set("vision_cfg.hierarchy.renormalize", True),
+                                       _set("text_cfg.hierarchy.renormalize", True)])
+       for rule in ("softmax_none", "sigmoid", "distance")},
     "clip": (CLIP, []),
     "clip_causal": (CLIP, [_set("text_cfg.causal", True)]),
 }

@@ -68,6 +68,35 @@ def test_induce_eval_reports_scores_and_baselines(tiny):
     json.dumps(report)  # JSON-ready
 
 
+def test_induce_eval_chooses_between_cumulative_and_raw_links_and_scores_the_colour_control(tiny):
+    """The chosen grouping is the better (on validation) of the cumulative and the per-layer links; its
+    test ARI is recomputed here from the links; the colour control is scored at its validation τ."""
+    from hiclip.induce.diagnose import colour_links, patch_colours, raw_links
+    from hiclip.induce.run import _world_samples, image_links
+    from hiclip.induce.scores import masks_to_grid
+    from sklearn.metrics import adjusted_rand_score
+    model, transform, tok = tiny
+    report = induce_eval(model, transform, tok, n=10, progress=False)
+    g = report["groups"]
+    chosen, cumulative, colour = g["chosen"], g["chosen_cumulative"], g["baseline_colour"]
+    assert chosen["kind"] in ("cumulative", "raw") and cumulative["kind"] == "cumulative"
+    assert chosen["val_ari"] >= cumulative["val_ari"]
+    samples = _world_samples(model, "test", 10, 0, False)
+    gold = [masks_to_grid(s.masks, 8, 8) for s in samples]
+    h, v, _ = image_links(model, transform, [s.image for s in samples])
+    if chosen["kind"] == "raw":
+        h, v = raw_links(h, axis=1), raw_links(v, axis=1)
+    labels = group_labels(h[:, chosen["layer"]], v[:, chosen["layer"]], chosen["threshold"])
+    assert chosen["ari"] == pytest.approx(np.mean([adjusted_rand_score(a.ravel(), b.ravel())
+                                                   for a, b in zip(gold, labels)]))
+    ch, cv = colour_links(np.stack([patch_colours(s.image, 8, 8) for s in samples]))
+    labels = group_labels(ch, cv, colour["threshold"])
+    assert colour["ari"] == pytest.approx(np.mean([adjusted_rand_score(a.ravel(), b.ravel())
+                                                   for a, b in zip(gold, labels)]))
+    assert len(g["mean_raw_link_per_layer"]) == 4 and set(g["edge_types"]) == {"inside", "boundary", "background"}
+    assert report["trees"]["indifference"] == 0.5 and report["trees"]["gap_types"]
+
+
 def test_clip_model_has_no_hierarchy(tmp_path, capsys):
     assert main(["parse", "--model", "CLIP-Tiny", "a red circle"]) == 2
     assert "this model has no hierarchy-aware attention" in capsys.readouterr().err

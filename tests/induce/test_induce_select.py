@@ -65,7 +65,7 @@ def test_choose_readout_finds_the_generating_readout():
     assert str(trees_of(best)[0]) == "((a (big red ball)) moves)"
     assert min(scores.values()) < 1.0  # e.g. aggregate without flat spans splits (big (red ball))
     assert scores["aggregate(flat=0)"] == pytest.approx(0.8)  # P 2/3 (3 spans predicted), R 1
-    assert len(table) == len(readout_candidates(3)) == 7 + 4 * 4 * 3 + 6
+    assert len(table) == len(readout_candidates(3)) == 9 + 4 * 4 * 3 + 6
 
 
 def test_label_recall_and_root_split_hand_case():
@@ -85,12 +85,12 @@ def test_label_recall_and_root_split_hand_case():
 
 def test_choose_grouping_picks_the_layer_that_matches_gold():
     # 2x2 grid, gold = two columns. Layer 0: every link weak (4 singletons, ARI 0);
-    # layer 1: vertical links 0.9, horizontal 0.2 -> the two columns (ARI 1) for 0.2 < tau < 0.9.
+    # layer 1: vertical links 0.9, horizontal 0.2 -> the two columns (ARI 1) for 0.2 <= tau < 0.9.
     h = np.array([[[[0.1], [0.1]], [[0.2], [0.2]]]] * 2)  # (B=2, L=2, H=2, W-1=1)
     v = np.array([[[[0.1, 0.1]], [[0.9, 0.9]]]] * 2)  # (B, L, H-1=1, W=2)
     gold = [np.array([[0, 1], [0, 1]])] * 2
     choice = choose_grouping(h, v, gold)
-    assert choice["layer"] == 1 and choice["ari"] == pytest.approx(1.0) and choice["threshold"] == 0.3
+    assert choice["layer"] == 1 and choice["ari"] == pytest.approx(1.0) and choice["threshold"] == 0.2
     assert choice["table"][0][0] == pytest.approx(0.0)
     assert choice["table"][-1][1] == pytest.approx(0.0)  # tau 0.9: no link kept at layer 1 either
 

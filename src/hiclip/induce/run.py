@@ -18,10 +18,11 @@ from tqdm.auto import tqdm
 from ..data.skips import Skip, check_caption
 from ..data.world import ShapesWorld
 from ..protocols import HierarchyModel, Tokenizer
+from .diagnose import colour_links, edge_table, gap_table, indifference, patch_colours, raw_links
 from .groups import group_labels
-from .scores import bracket_report, group_report, masks_to_grid, read_trees
-from .select import (ari_at, choose_grouping, choose_readout, label_recall, mean_links, readout_candidates,
-                     root_splits)
+from .scores import bracket_report, group_report, layer_scores, masks_to_grid, read_trees
+from .select import (COLOUR_THRESHOLDS, ari_at, choose_grouping, choose_readout, label_recall, mean_links,
+                     readout_candidates, root_splits)
 from .trees import Readout, Tree, induce_tree
 
 _WORD = re.compile(r"\w", re.UNICODE)
@@ -109,6 +110,11 @@ def image_groups(model: HierarchyModel, transform: Callable, images: Sequence[Im
     return list(group_labels(h, v, threshold)), forward_s
 
 
+def _nanmean_layers(tables: Sequence[np.ndarray]) -> list[float]:
+    """Per-layer mean over tables (L, n) each, NaN (already joined) entries left out."""
+    return np.nanmean(np.concatenate(tables, axis=1), axis=1).tolist() if tables else []
+
+
 def _world_samples(model: HierarchyModel, split: str, n: int, seed: int, progress: bool) -> list:
     world = ShapesWorld(split=split, size=n, image_size=model.cfg.vision_cfg.image_size, seed=seed)
     return [world[i] for i in tqdm(range(n), desc=f"rendering {split}", disable=not progress)]
@@ -116,6 +122,18 @@ def _world_samples(model: HierarchyModel, split: str, n: int, seed: int, progres
 
 def _gold_grids(model: HierarchyModel, samples: Sequence) -> list[np.ndarray]:
     return [masks_to_grid(s.masks, *model.cfg.vision_cfg.grid) for s in samples]
+
+
+def _colours(model: HierarchyModel, samples: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """The no-model control's links (B, 1, H, W-1), (B, 1, H-1, W): mean-colour similarity of patches."""
+    grid = model.cfg.vision_cfg.grid
+    h, v = colour_links(np.stack([patch_colours(s.image, *grid) for s in samples]))
+    return h[:, None], v[:, None]
+
+
+def _grouping_links(h: np.ndarray, v: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The links a grouping thresholds: the cumulative ``a^l`` or each layer's own (``raw``) links."""
+    return (h, v) if kind == "cumulative" else (raw_links(h, axis=1), raw_links(v, axis=1))
 
 
 def tune_readouts(model: HierarchyModel, transform: Callable, tokenizer: Tokenizer, samples: Sequence,
@@ -131,7 +149,12 @@ def tune_readouts(model: HierarchyModel, transform: Callable, tokenizer: Tokeniz
         out["readout"], out["readout_f1"] = best, table
     if model.cfg.vision_cfg.has_hierarchy:
         h, v, _ = image_links(model, transform, [s.image for s in samples], progress=progress)
-        out["grouping"] = choose_grouping(h, v, _gold_grids(model, samples))
+        grids = _gold_grids(model, samples)
+        choices = [choose_grouping(*_grouping_links(h, v, kind), grids) | {"kind": kind}
+                   for kind in ("cumulative", "raw")]
+        out["grouping"] = max(choices, key=lambda c: c["ari"])  # ties: cumulative
+        out["grouping_cumulative"] = choices[0]
+        out["colour"] = choose_grouping(*_colours(model, samples), grids, COLOUR_THRESHOLDS)
     return out
 
 
@@ -161,6 +184,9 @@ def score_hierarchies(model: HierarchyModel, transform: Callable, tokenizer: Tok
         t["label_recall"] = label_recall([trees[i] for i in kept], [gold[i] for i in kept])
         t["root_splits"] = root_splits(trees)
         t["mean_link_per_layer"] = mean_links([links for links, _, _ in items])
+        t["mean_raw_link_per_layer"] = _nanmean_layers([raw_links(links) for links, _, _ in items if links.size])
+        t["indifference"] = 0.5  # the neighbour softmax's "no preference" link of a chain token
+        t["gap_types"] = gap_table(items, gold, tokenizer.decoder)
         t["timing_s"] = {"encoder": fwd, "induction": time.perf_counter() - t0 - fwd}
         report["trees"] = t
         report["examples"] = [str(tr) for tr in trees[:5]]
@@ -169,12 +195,26 @@ def score_hierarchies(model: HierarchyModel, transform: Callable, tokenizer: Tok
         h, v, fwd = image_links(model, transform, [s.image for s in samples], progress=progress)
         grids = _gold_grids(model, samples)
         g = group_report(list(group_labels(h, v, threshold)), grids)
-        if "grouping" in tuned:
-            layer, tau = tuned["grouping"]["layer"], tuned["grouping"]["threshold"]
-            g["chosen"] = {"layer": layer, "threshold": tau, "ari": ari_at(h, v, grids, layer, tau),
-                           "val_ari": tuned["grouping"]["ari"]}
+        for key, name in (("grouping", "chosen"), ("grouping_cumulative", "chosen_cumulative")):
+            if key in tuned:
+                c = tuned[key]
+                g[name] = {"kind": c.get("kind", "cumulative"), "layer": c["layer"], "threshold": c["threshold"],
+                           "ari": ari_at(*_grouping_links(h, v, c.get("kind", "cumulative")), grids,
+                                         c["layer"], c["threshold"]), "val_ari": c["ari"]}
+        if "colour" in tuned:
+            tau = tuned["colour"]["threshold"]
+            labels = group_labels(*_colours(model, samples), tau)
+            per = [layer_scores(lab, gold_grid) for lab, gold_grid in zip(labels, grids)]
+            g["baseline_colour"] = {"threshold": tau, "ari": float(np.mean([p["ari"][0] for p in per])),
+                                    "best_iou": float(np.nanmean([p["best_iou"][0] for p in per]))}
         g["mean_link_per_layer"] = [float(np.concatenate([h[:, l].ravel(), v[:, l].ravel()]).mean())
                                     for l in range(h.shape[1])]
+        rh, rv = _grouping_links(h, v, "raw")
+        g["mean_raw_link_per_layer"] = [float(np.nanmean(np.concatenate([rh[:, l].ravel(), rv[:, l].ravel()])))
+                                        for l in range(h.shape[1])]
+        ih, iv = indifference(*grids[0].shape)
+        g["indifference"] = float(np.concatenate([ih.ravel(), iv.ravel()]).mean())
+        g["edge_types"] = edge_table(h, v, grids)
         g["timing_s"] = {"encoder": fwd, "induction": time.perf_counter() - t0 - fwd}
         report["groups"] = g
     return report
@@ -230,8 +270,11 @@ def validation_report(model: HierarchyModel, transform: Callable, tokenizer: Tok
         flat["right_branching_f1"] = t["right_branching"]["corpus_f1"]
         flat["random_f1"] = t["random"]["corpus_f1"]
     if "groups" in report:
-        flat["ari"] = report["groups"]["chosen"]["ari"]
-        flat["grouping"] = {k: report["groups"]["chosen"][k] for k in ("layer", "threshold")}
+        g = report["groups"]
+        flat["ari"] = g["chosen"]["ari"]
+        flat["grouping"] = {k: g["chosen"][k] for k in ("kind", "layer", "threshold")}
+        flat["ari_cumulative"] = g["chosen_cumulative"]["ari"]
+        flat["colour_ari"] = g["baseline_colour"]["ari"]
     return flat | {"report": report}
 
 
@@ -256,6 +299,12 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{k} {v['recall']:.2f} (n={v['count']})" for k, v in t["label_recall"].items()))
             lines.append("  root split between: " + ", ".join(f"'{pair}' ×{c}" for pair, c in t["root_splits"][:6]))
             lines.append("  mean link per layer: " + " ".join(f"{x:.2f}" for x in t["mean_link_per_layer"]))
+        if "mean_raw_link_per_layer" in t:
+            lines.append("  mean raw link per layer: " + " ".join(f"{x:.2f}" for x in t["mean_raw_link_per_layer"])
+                         + f"  (no preference under the neighbour softmax: {t['indifference']:.2f})")
+        for gap, row in list(t.get("gap_types", {}).items())[:6]:
+            lines.append(f"    gap {gap:8s} (n={row['count']}): raw link " + " ".join(
+                f"{x:.2f}" if x is not None else "  - " for x in row["mean_raw_link"]))
     if "groups" in report:
         g = report["groups"]
         lines.append(f"Image groups ({g['n_images']} images; per layer, low -> high, τ {report['threshold']}):")
@@ -263,11 +312,17 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("  best IoU  " + "  ".join(f"{x:.3f}" if x is not None else "  -  " for x in g["best_iou"]))
         if "chosen" in g:
             c = g["chosen"]
-            lines.append(f"  chosen on validation: layer {c['layer']}, τ {c['threshold']}: ARI {c['ari']:.3f} "
-                         f"(validation {c['val_ari']:.3f})")
+            lines.append(f"  chosen on validation: {c.get('kind', 'cumulative')} links, layer {c['layer']}, "
+                         f"τ {c['threshold']}: ARI {c['ari']:.3f} (validation {c['val_ari']:.3f})")
         for name in [k for k in g if k.startswith("baseline_")]:
             b = g[name]
             lines.append(f"  {name[9:]:8s}  ARI {b['ari']:.3f}  best IoU {b['best_iou']:.3f}")
         if "mean_link_per_layer" in g:
             lines.append("  mean link per layer: " + " ".join(f"{x:.2f}" for x in g["mean_link_per_layer"]))
+        if "mean_raw_link_per_layer" in g:
+            lines.append("  mean raw link per layer: " + " ".join(f"{x:.2f}" for x in g["mean_raw_link_per_layer"])
+                         + f"  (no preference under the neighbour softmax: {g['indifference']:.2f})")
+        for kind, row in g.get("edge_types", {}).items():
+            lines.append(f"    {kind:10s} edges (n={row['count']}): raw link " + " ".join(
+                f"{x:.2f}" if x is not None else "  - " for x in row["mean_raw_link"]))
     return "\n".join(lines)

@@ -24,7 +24,9 @@ from .groups import group_labels
 from .scores import bracket_f1, constituents
 from .trees import Readout, Tree
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+COLOUR_THRESHOLDS = (0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
+"""Thresholds of the no-model colour grouping (similarity ``1 − |Δc|/√3``), chosen on validation."""
 LABELS = ("NP", "PP", "VP", "S", "NP-DT")
 """Gold labels scored by :func:`label_recall`; ``NP-DT`` is a noun phrase without its determiner."""
 

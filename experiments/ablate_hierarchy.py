@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hiclip.config import load_config
 
@@ -64,9 +65,14 @@ VARIANTS: dict[str, tuple[str, list]] = {
                                        _set("vision_cfg.hierarchy.renormalize", True),
                                        _set("text_cfg.hierarchy.renormalize", True)])
        for rule in ("softmax_none", "sigmoid", "distance")},
+    "constituent": (BASE, [_set("constituent_loss", 0.5)]),  # the span–image constituent loss (design §1.8)
+    # a control, not a variant: the base model at its initialisation (seeded), through the same read-outs
+    "untrained": (BASE, []),
     "clip": (CLIP, []),
     "clip_causal": (CLIP, [_set("text_cfg.causal", True)]),
 }
+
+UNTRAINED = "untrained"
 
 RECIPE = dict(steps=200, batch_size=64, lr=1e-3, warmup_steps=40)
 """The demo's plan (hiclip.demo.DemoConfig): every variant trains exactly like the demo's models."""
@@ -156,6 +162,9 @@ def train_all(out: Path, names: list[str], seeds: list[int], steps: int, demo_ou
             rd = run_dir(out, name, seed, demo_out)
             if (rd / "summary.json").is_file() or not _claim(rd):
                 continue
+            if name == UNTRAINED:
+                (rd / "summary.json").write_text(json.dumps({"steps": 0, "seed": seed}, indent=1))
+                continue
             t0 = time.time()
             demo = DemoConfig(steps=steps, progress=False)
             summary = train(replace(train_config(demo, str(cfg_path), seed, steps), output_dir=str(rd)))
@@ -173,12 +182,13 @@ def eval_all(out: Path, names: list[str], seeds: list[int], n: int, demo_out: Pa
         for name in names:
             rd = run_dir(out, name, seed, demo_out)
             path = rd / "val_scores.json"
-            ckpt = rd / "checkpoints" / "latest.pt"
+            ckpt = None if name == UNTRAINED else rd / "checkpoints" / "latest.pt"
             if path.is_file() or not (rd / "summary.json").is_file():
                 continue
             spec = DEMO_RUNS.get(name) or str(out / "configs" / f"{name}.json")  # as the run was trained
+            torch.manual_seed(seed)  # the untrained control's initialisation
             model, transform, tokenizer = load_for_inference(spec, ckpt, "cpu")
-            records = evaluate_model(model, transform, tokenizer, model_name=name, pretrained=str(ckpt),
+            records = evaluate_model(model, transform, tokenizer, model_name=name, pretrained=str(ckpt) if ckpt else UNTRAINED,
                                      tasks=("zeroshot_retrieval", "compositional"), datasets=("world",),
                                      output_dir=rd / "eval", verbose=False, batch_size=128,
                                      world_size=n, seed=0, world_split="val",
@@ -199,7 +209,9 @@ def eval_all(out: Path, names: list[str], seeds: list[int], n: int, demo_out: Pa
 
 
 COLUMNS = [("tree_f1", "tree F1"), ("tree_f1_topdown", "tree F1 (top-down, τ 0.5)"),
-           ("ari", "ARI (val-chosen layer)"), ("i2t_r1", "I→T R@1"), ("t2i_r1", "T→I R@1"),
+           ("right_branching_f1", "right-branching F1"),
+           ("ari", "ARI (val-chosen links, layer, τ)"), ("ari_cumulative", "ARI (cumulative links)"),
+           ("colour_ari", "colour control ARI"), ("i2t_r1", "I→T R@1"), ("t2i_r1", "T→I R@1"),
            ("compositional", "compositional acc")]
 
 

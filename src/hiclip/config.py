@@ -173,7 +173,9 @@ class DeCLIPCfg:
 @dataclass
 class ModelCfg:
     """``objective``: what ``hiclip train`` optimises, ``clip`` or ``declip`` (then ``declip``
-    holds its settings, defaults when omitted; the model gains the DeCLIP heads)."""
+    holds its settings, defaults when omitted; the model gains the DeCLIP heads).
+    ``constituent_loss``: weight of the span–image constituent loss added to the CLIP loss
+    (docs/design.md §1.8; 0: off; needs a text hierarchy)."""
 
     embed_dim: int = 512
     vision_cfg: VisionCfg = field(default_factory=VisionCfg)
@@ -182,8 +184,15 @@ class ModelCfg:
     init_logit_scale: float = 2.659260036932778  # ln(1 / 0.07)
     objective: str = "clip"
     declip: DeCLIPCfg | None = None
+    constituent_loss: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.constituent_loss >= 0:
+            raise ValueError(f"constituent_loss must be >= 0, got {self.constituent_loss!r}")
+        if self.constituent_loss and not self.text_cfg.has_hierarchy:
+            raise ValueError("constituent_loss needs a text hierarchy (text_cfg.hierarchy.enabled)")
+        if self.constituent_loss and self.objective != "clip":
+            raise ValueError(f"constituent_loss is added to the clip objective, not to {self.objective!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.objective == "declip" and self.declip is None:

@@ -20,6 +20,8 @@ width of the neighbour projections, ``H``/``W`` the patch grid.
   priors, and :func:`chain_log_prior_at` / :func:`grid_log_prior_at` — ``log C`` at
   given (batch, query, key) indices from those tables. Attention kernels evaluate these
   inside the kernel (flex attention) or over broadcast index grids, never storing C.
+* :func:`span_index` / :func:`span_weights` — how much each span of a caption is a constituent
+  under the links, for the span–image constituent loss (docs/design.md §1.8).
 """
 from __future__ import annotations
 
@@ -363,3 +365,37 @@ def grid_log_prior_at(row: torch.Tensor, col: torch.Tensor, width: int, offset: 
     via2 = (col[b, pi] - col[b, corner2]).abs() + (row[b, corner2] - row[b, pj]).abs()
     on_grid = (i >= offset) & (j >= offset)
     return torch.where(on_grid, -torch.minimum(via1, via2), 0.0)
+
+
+def span_index(n: int, max_len: int | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """All spans ``[i, j]`` (inclusive, ``i < j``) of positions 0..n-1, at most ``max_len`` long: (S, 2)."""
+    i, j = torch.triu_indices(n, n, offset=1, device=device)
+    if max_len is not None:
+        keep = j - i < max_len
+        i, j = i[keep], j[keep]
+    return torch.stack([i, j], -1)
+
+
+def span_weights(links: torch.Tensor, inside: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
+    """How much each span is a constituent: ``w_ij = C_ij · (1 − a_{i−1,i}) · (1 − a_{j,j+1})``.
+
+    Args:
+        links: (B, L, N-1) cumulative chain links per hierarchy layer (edge k joins k, k+1).
+        inside: (B, N) bool, the tokens spans may cover (a caption's words); an edge to a token
+            outside counts as cut (``a = 0``), and a span reaching outside gets weight 0.
+        spans: (S, 2) inclusive ``[i, j]`` from :func:`span_index`.
+
+    Returns:
+        (B, L, S) weights in [0, 1]: inside links joined (the prior ``C``), both boundary links cut.
+    """
+    a = links.double()
+    edge_in = (inside[:, :-1] & inside[:, 1:]).unsqueeze(1)  # (B, 1, N-1)
+    cost = F.pad(torch.cumsum(-torch.log(torch.where(edge_in, a, torch.ones_like(a)).clamp_min(LINK_FLOOR)), -1),
+                 (1, 0))  # (B, L, N): cost from token 0 to t
+    i, j = spans[:, 0], spans[:, 1]
+    inner = torch.exp(-(cost[..., j] - cost[..., i]))  # (B, L, S)
+    cut = torch.where(edge_in, a, torch.zeros_like(a))
+    cut = F.pad(cut, (1, 1))  # position t: edge (t-1, t) at index t
+    left, right = 1 - cut[..., i], 1 - cut[..., j + 1]
+    ok = inside[:, i] & inside[:, j]  # (B, S): inside is contiguous, so the whole span is inside
+    return (inner * left * right * ok.unsqueeze(1)).to(links.dtype)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import hierarchy as hi
 from .attention import ChainStructure
 from .config import ModelCfg
 from .heads import DeCLIPHeads
@@ -77,9 +78,30 @@ class HiCLIP(nn.Module):
         out = {"logit_scale": self.logit_scale.exp()}
         if images is not None:
             out["image_features"] = self.encode_image(images, normalize=True)
-        if tokens is not None:
+        if tokens is not None and self.training and self.cfg.constituent_loss > 0:
+            out["text_features"], hier, states = self.encode_text(tokens, normalize=True, return_hierarchy=True,
+                                                                  return_tokens=True)
+            out["span_features"], out["span_weights"] = self.span_features(hier, states.states)
+        elif tokens is not None:
             out["text_features"] = self.encode_text(tokens, normalize=True)
         return out
+
+    def span_features(self, hier: TextHierarchy, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of every span of content tokens and how much it is a constituent (design §1.8).
+
+        hier: the captions' :class:`TextHierarchy` (links (B, L, M-1) over M = N-2 content slots);
+        states: (B, N, D) final token states (after ``ln_final``).
+        Returns span features (B, S, E), normalised (the mean state of the span, projected), and
+        weights (B, L, S) from :func:`hiclip.hierarchy.span_weights`, S = M(M-1)/2 spans."""
+        content = states[:, 1:-1]  # (B, M, D)
+        m = content.shape[1]
+        spans = hi.span_index(m, device=states.device)
+        inside = torch.arange(m, device=states.device) < hier.lengths[:, None]
+        prefix = F.pad(torch.cumsum(content.float(), 1), (0, 0, 1, 0))  # (B, M+1, D)
+        i, j = spans[:, 0], spans[:, 1]
+        mean = (prefix[:, j + 1] - prefix[:, i]) / (j - i + 1).to(prefix.dtype)[:, None]
+        feats = F.normalize(mean.to(states.dtype) @ self.text_projection, dim=-1)
+        return feats, hi.span_weights(hier.links[:, :, : m - 1], inside, spans)
 
     def _pool_text(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, D) final states -> (B, D): the end-of-text state, or the mean over start..end (``pool``)."""

@@ -58,3 +58,20 @@ def image_to_text_loss(image_features: torch.Tensor, all_text: torch.Tensor, log
     image i's positive is its own row of ``all_text``. One direction only."""
     logits = logit_scale * image_features @ all_text.T
     return F.cross_entropy(logits, local_labels(image_features.shape[0], info, image_features.device))
+
+
+def span_image_loss(span_features: torch.Tensor, span_weights: torch.Tensor, image_features: torch.Tensor,
+                    logit_scale: torch.Tensor) -> torch.Tensor:
+    """The span–image constituent loss (docs/design.md §1.8): each caption's spans, weighted by how
+    much they are constituents, must pick the caption's image among the batch's.
+
+    span_features: (B, S, E) normalised; span_weights: (B, L, S) per hierarchy layer, averaged over
+    layers; image_features: (B, E) normalised (this rank's batch); logit_scale: () exp'd.
+    Per caption ``Σ_s w_s CE_s / Σ_s w_s`` (0 for a caption without spans), mean over captions.
+    """
+    b, s, _ = span_features.shape
+    w = full(span_weights).mean(1)  # (B, S)
+    logits = logit_scale * full(span_features) @ full(image_features).T  # (B, S, B)
+    target = torch.arange(b, device=logits.device).repeat_interleave(s)
+    ce = F.cross_entropy(logits.reshape(b * s, b), target, reduction="none").view(b, s)
+    return ((w * ce).sum(1) / w.sum(1).clamp_min(1e-6)).mean()

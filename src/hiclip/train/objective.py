@@ -37,6 +37,9 @@ class Objective:
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, info: DistInfo, data_kind: str | None):
+        if model.cfg.constituent_loss and cfg.accum_freq > 1:
+            raise ValueError(f"--accum-freq {cfg.accum_freq} is not supported with constituent_loss (its spans are "
+                             "scored against one micro-batch's images); use --accum-freq 1")
         self.declip = model.cfg.objective == "declip"
         if self.declip and cfg.accum_freq > 1:
             raise ValueError(f"--accum-freq {cfg.accum_freq} is not supported with the DeCLIP objective (its SimSiam "

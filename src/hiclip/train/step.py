@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .declip import DeCLIPLoss
 from .distributed import DistInfo
-from .loss import contrastive_loss
+from .loss import contrastive_loss, span_image_loss
 
 MAX_LOGIT_SCALE = math.log(100.0)
 
@@ -90,6 +90,11 @@ def accumulate_gradients(model: nn.Module, batches: list[Batch], opts: StepOptio
             loss = contrastive_loss(torch.cat([p["image_features"] for p in parts]),
                                     torch.cat([p["text_features"] for p in parts]), scale, opts.info,
                                     local_loss=opts.local_loss, gather_with_grad=opts.gather_with_grad)
+            if "span_features" in out:  # the constituent loss: one micro-batch, this rank's images
+                if len(batches) > 1:
+                    raise ValueError("constituent_loss is not supported with --accum-freq > 1")
+                loss = loss + unwrap(model).cfg.constituent_loss * span_image_loss(
+                    out["span_features"], out["span_weights"], out["image_features"], scale)
             (opts.scaler.scale(loss) if opts.scaler else loss).backward()
     return loss.detach()
 

@@ -168,6 +168,9 @@ def train_all(out: Path, names: list[str], seeds: list[int], steps: int, demo_ou
             t0 = time.time()
             demo = DemoConfig(steps=steps, progress=False)
             summary = train(replace(train_config(demo, str(cfg_path), seed, steps), output_dir=str(rd)))
+            if summary["steps"] < steps:  # interrupted (signal): the run resumes from its checkpoint next time
+                print(f"{name} seed {seed}: stopped at step {summary['steps']} of {steps}", flush=True)
+                return
             summary["wall_s"] = time.time() - t0
             (rd / "summary.json").write_text(json.dumps(summary, indent=1))
             print(f"{name} seed {seed}: {summary['steps']} steps in {summary['wall_s']:.0f}s", flush=True)

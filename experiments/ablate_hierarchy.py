@@ -66,6 +66,8 @@ VARIANTS: dict[str, tuple[str, list]] = {
                                        _set("text_cfg.hierarchy.renormalize", True)])
        for rule in ("softmax_none", "sigmoid", "distance")},
     "constituent": (BASE, [_set("constituent_loss", 0.5)]),  # the span–image constituent loss (design §1.8)
+    "distance_constituent": (BASE, [_set("vision_cfg.hierarchy.link", "distance"),
+                                    _set("text_cfg.hierarchy.link", "distance"), _set("constituent_loss", 0.5)]),
     # a control, not a variant: the base model at its initialisation (seeded), through the same read-outs
     "untrained": (BASE, []),
     "clip": (CLIP, []),

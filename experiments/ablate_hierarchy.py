@@ -220,7 +220,30 @@ COLUMNS = [("tree_f1", "tree F1"), ("tree_f1_topdown", "tree F1 (top-down, τ 0.
            ("compositional", "compositional acc")]
 
 
-def table(out: Path, names: list[str], seeds: list[int], demo_out: Path) -> str:
+def comparisons(data: dict[str, list[dict]], reference: str) -> str:
+    """Every variant against ``reference``: difference of means, the 2-sd rule, Welch's two-sided p."""
+    from hiclip.eval.comparison import significant, welch_p
+
+    rows = [f"Against `{reference}` (difference of means; **bold**: beyond 2 pooled sd; Welch two-sided p):", "",
+            "| variant | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    for name, runs in data.items():
+        if name == reference or not runs:
+            continue
+        cells = []
+        for key, _ in COLUMNS:
+            a = [r[key] for r in runs if r.get(key) is not None]
+            b = [r[key] for r in data[reference] if r.get(key) is not None]
+            if not a or not b:
+                cells.append("—")
+                continue
+            diff, p = float(np.mean(a) - np.mean(b)), welch_p(a, b)
+            cell = f"{diff:+.3f}" + (f" (p {p:.2g})" if p is not None and p == p else "")
+            cells.append(f"**{cell}**" if significant(a, b) else cell)
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def table(out: Path, names: list[str], seeds: list[int], demo_out: Path, reference: str = "softmax") -> str:
     rows = ["| variant | " + " | ".join(c[1] for c in COLUMNS) + " | seeds |",
             "|---|" + "---:|" * (len(COLUMNS) + 1)]
     data = {}
@@ -233,6 +256,8 @@ def table(out: Path, names: list[str], seeds: list[int], demo_out: Path) -> str:
             cells.append(f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.3f}" if vals else "—")
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {len(runs)} |")
     text = "\n".join(rows)
+    if reference in data and data[reference]:
+        text += "\n\n" + comparisons(data, reference)
     (out / "table.md").write_text(text + "\n")
     (out / "table.json").write_text(json.dumps(data, indent=1))
     return text

@@ -13,6 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import Checkpoint, RunPaths, rng_state, set_rng_state
+from ..config import ModelCfg
 from ..data import loader as data_loader
 from ..factory import create_model_and_transforms, get_tokenizer, load_config
 from .config import TrainConfig
@@ -111,7 +112,8 @@ class _Run:
         if not state.resumable:
             raise ValueError(f"{path} holds weights without training state; "
                              "to start from its weights use --pretrained instead of --resume")
-        if state.model_config != model.cfg.to_dict():
+        # compared as configs, so that a field added since the checkpoint (at its default) is no difference
+        if ModelCfg.from_dict(state.model_config).to_dict() != model.cfg.to_dict():
             raise ValueError(f"{path} is a checkpoint of model {state.model!r}, whose config differs from "
                              f"this run's model {self.cfg.model!r}; resume with --model {state.model}")
         layout = {"world_size": self.info.world_size, "batch_size": self.cfg.batch_size,

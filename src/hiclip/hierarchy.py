@@ -20,6 +20,9 @@ width of the neighbour projections, ``H``/``W`` the patch grid.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -261,3 +264,37 @@ def grid_log_prior_at(row: torch.Tensor, col: torch.Tensor, width: int, offset: 
     via2 = (col[b, pi] - col[b, corner2]).abs() + (row[b, corner2] - row[b, pj]).abs()
     on_grid = (i >= offset) & (j >= offset)
     return torch.where(on_grid, -torch.minimum(via1, via2), 0.0)
+
+
+# --- log C at indices, by structure kind: the dispatch of the attention kernels (hiclip.kernels, kernels_flex) ---
+
+def _dense_log_prior_at(log_c: torch.Tensor, b, i, j) -> torch.Tensor:
+    return log_c[b, i, j]
+
+
+LOG_PRIOR_AT: dict[str, Callable[..., torch.Tensor]] = {
+    "chain": chain_log_prior_at, "grid": grid_log_prior_at, "dense": _dense_log_prior_at}
+"""``kind`` -> ``f(*tables, *geometry, b, i, j)`` giving ``log C`` at index tensors b, i, j."""
+
+
+@dataclass(frozen=True)
+class PriorTables:
+    """``log C`` as a function of (batch, query, key) indices: O(N) tables (or a given dense log C).
+
+    kind: a key of :data:`LOG_PRIOR_AT`; tables: its tensors (float64 for structures);
+    geometry: its integer arguments (grid width and offset).
+    """
+
+    kind: str
+    tables: tuple[torch.Tensor, ...]
+    geometry: tuple[int, ...] = ()
+
+    def at(self, b, i, j) -> torch.Tensor:
+        return LOG_PRIOR_AT[self.kind](*self.tables, *self.geometry, b, i, j)
+
+    def log_dense(self, n: int) -> torch.Tensor:
+        """(B, N, N) ``log C`` over the full sequence of ``n`` tokens."""
+        device = self.tables[0].device
+        b = torch.arange(self.tables[0].shape[0], device=device)[:, None, None]
+        idx = torch.arange(n, device=device)
+        return self.at(b, idx[None, :, None], idx[None, None, :])

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean fashion-mnist
+.PHONY: demo test install bench clean fashion-mnist results
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: $(STAMP) fashion-mnist
 
 demo: $(STAMP)
 	$(VENV)/bin/hiclip demo --out demo_out
+
+# docs/results.md and the README's headline block, from the demo's folder (add study / fine-tuning folders to RESULTS)
+RESULTS ?= demo_out
+
+results: $(STAMP)
+	$(VENV)/bin/hiclip report $(RESULTS) --out docs/results.md --readme README.md
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py

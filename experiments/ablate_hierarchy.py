@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hiclip.checkpoint import RunPaths
 from hiclip.config import load_config
+from hiclip.demo.layout import DemoLayout
 
 BASE, CLIP = "HiCLIP-Tiny", "CLIP-Tiny"
 
@@ -92,11 +94,22 @@ DEMO_RUNS = {"hiclip": "HiCLIP-Tiny", "clip": "CLIP-Tiny"}
 """Variants that are the demo's own models: their runs are the demo's (same recipe, same seeds)."""
 
 
+def run_place(out: Path, name: str, demo_out: Path) -> tuple[DemoLayout, str]:
+    """The demo-style folder that holds variant `name`'s runs, and its model name there: the demo's own
+    runs for its models, else `out` (which keeps its runs as a demo folder does)."""
+    return (DemoLayout(demo_out), DEMO_RUNS[name]) if name in DEMO_RUNS else (DemoLayout(out), name)
+
+
 def run_dir(out: Path, name: str, seed: int, demo_out: Path) -> Path:
-    """Where variant `name`'s run for `seed` lives: the demo's own run for its models, else under `out`."""
-    if name in DEMO_RUNS:
-        return demo_out / "runs" / f"{DEMO_RUNS[name]}-s{seed}"
-    return out / "runs" / f"{name}-s{seed}"
+    """Where variant `name`'s run for `seed` lives (:func:`run_place`)."""
+    layout, model = run_place(out, name, demo_out)
+    return layout.run(model, seed).root
+
+
+def summary_path(out: Path, name: str, seed: int, demo_out: Path) -> Path:
+    """The summary a finished run of variant `name` leaves."""
+    layout, model = run_place(out, name, demo_out)
+    return layout.summary(model, seed)
 
 
 def _process_token(pid: int) -> str | None:
@@ -147,7 +160,7 @@ def _claim(rd: Path) -> bool:
 
 
 def train_all(out: Path, names: list[str], seeds: list[int], steps: int, demo_out: Path) -> None:
-    from hiclip.demo import DemoConfig
+    from hiclip.demo.config import DemoConfig
     from hiclip.demo.pipeline import train_config
     from hiclip.train.loop import train
 
@@ -155,17 +168,18 @@ def train_all(out: Path, names: list[str], seeds: list[int], steps: int, demo_ou
     for seed in seeds:
         for name in names:
             if name in DEMO_RUNS:
-                if not (run_dir(out, name, seed, demo_out) / "summary.json").is_file():
+                if not summary_path(out, name, seed, demo_out).is_file():
                     print(f"{name}: run `hiclip demo --out {demo_out}` for its runs", flush=True)
                 continue
             cfg_path = out / "configs" / f"{name}.json"
             if not cfg_path.is_file():  # fixed at the variant's first run: every seed trains the same model
                 cfg_path.write_text(json.dumps(variant_config(name), indent=1))
             rd = run_dir(out, name, seed, demo_out)
-            if (rd / "summary.json").is_file() or not _claim(rd):
+            done = summary_path(out, name, seed, demo_out)
+            if done.is_file() or not _claim(rd):
                 continue
             if name == UNTRAINED:
-                (rd / "summary.json").write_text(json.dumps({"steps": 0, "seed": seed}, indent=1))
+                done.write_text(json.dumps({"steps": 0, "seed": seed}, indent=1))
                 continue
             t0 = time.time()
             demo = DemoConfig(steps=steps, progress=False)
@@ -174,7 +188,7 @@ def train_all(out: Path, names: list[str], seeds: list[int], steps: int, demo_ou
                 print(f"{name} seed {seed}: stopped at step {summary['steps']} of {steps}", flush=True)
                 return
             summary["wall_s"] = time.time() - t0
-            (rd / "summary.json").write_text(json.dumps(summary, indent=1))
+            done.write_text(json.dumps(summary, indent=1))
             print(f"{name} seed {seed}: {summary['steps']} steps in {summary['wall_s']:.0f}s", flush=True)
 
 
@@ -187,13 +201,14 @@ def eval_all(out: Path, names: list[str], seeds: list[int], n: int, demo_out: Pa
         for name in names:
             rd = run_dir(out, name, seed, demo_out)
             path = rd / "val_scores.json"
-            ckpt = None if name == UNTRAINED else rd / "checkpoints" / "latest.pt"
-            if path.is_file() or not (rd / "summary.json").is_file():
+            ckpt = None if name == UNTRAINED else RunPaths(rd).latest
+            if path.is_file() or not summary_path(out, name, seed, demo_out).is_file():
                 continue
             spec = DEMO_RUNS.get(name) or str(out / "configs" / f"{name}.json")  # as the run was trained
             torch.manual_seed(seed)  # the untrained control's initialisation
             model, transform, tokenizer = load_for_inference(spec, ckpt, "cpu")
-            records = evaluate_model(model, transform, tokenizer, model_name=name, pretrained=str(ckpt) if ckpt else UNTRAINED,
+            records = evaluate_model(model, transform, tokenizer, model_name=name,
+                                     pretrained=str(ckpt) if ckpt else UNTRAINED,
                                      tasks=("zeroshot_retrieval", "compositional"), datasets=("world",),
                                      output_dir=rd / "eval", verbose=False, batch_size=128,
                                      world_size=n, seed=0, world_split="val",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 import zlib
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/_helpers.py, importable from every folder
 
 
 def pytest_collection_modifyitems(config, items):

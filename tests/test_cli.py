@@ -112,6 +112,7 @@ BAD = {  # one bad input per command -> the message its one line must hold
     "finetune": (["finetune", "--task", "vqa2", "--output-dir", "{tmp}/ft"], "unknown task 'vqa2'"),
     "finetune-eval": (["finetune-eval", "--checkpoint", "{tmp}/missing.pt"], "not found"),
     "demo": (["demo", "--out", "{tmp}/demo", "--steps", "0"], "steps must be >= 1"),
+    "report": (["report", "{tmp}", "--out", "{tmp}/results.md"], "neither a demo folder"),
 }
 
 

@@ -180,3 +180,13 @@ def test_text_avg_pool_is_the_mean_over_start_to_end():
         torch.testing.assert_close(got[b], want @ model.text_projection)
     with pytest.raises(ValueError, match="text_cfg.pool must be one of"):
         dataclasses.replace(cfg.text_cfg, pool="max")
+
+
+def test_set_grad_checkpointing_reaches_every_transformer_and_turns_off():
+    model = hiclip.create_model("HiCLIP-Tiny")
+    flags = lambda: [m.grad_checkpointing for m in model.modules() if hasattr(m, "grad_checkpointing")]  # noqa: E731
+    assert flags() == [False, False]  # the image and the text transformer
+    model.set_grad_checkpointing()
+    assert flags() == [True, True]
+    model.set_grad_checkpointing(False)
+    assert flags() == [False, False]

@@ -250,6 +250,26 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .demo.results import write_results
+    readme = ["--readme", args.readme] if args.readme else []
+    command = " ".join(["hiclip report", *args.dirs, "--out", args.out, *readme])
+    print(f"wrote {write_results(args.dirs, args.out, args.readme, command)}")
+    return 0
+
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write one results page (e.g. docs/results.md) from demo and study folders",
+                       description="Tables, verdicts and the commands behind them from `hiclip demo` folders and "
+                                   "fine-tuning study folders (study.json), in one markdown page; --readme also "
+                                   "refills that file's headline block (between <!-- results:begin --> and "
+                                   "<!-- results:end -->) from the first demo folder.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="demo or fine-tuning study folders")
+    p.add_argument("--out", default="docs/results.md", help="the page to write (default: %(default)s)")
+    p.add_argument("--readme", help="a README whose headline block to refill")
+    p.set_defaults(func=_cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hiclip", description="HiCLIP: CLIP with hierarchy-aware attention.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -297,6 +317,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     _add_export_parser(sub)
     _add_prepare_parser(sub)
     _add_demo_parser(sub)
+    _add_report_parser(sub)
     t = sub.add_parser("train", help="pretrain a model (embedded world, WebDataset or CSV; DDP with torchrun)",
                        description="Contrastive pretraining; under torchrun, `python -m hiclip.train` takes the "
                                    "same options.")

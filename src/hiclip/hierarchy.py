@@ -25,6 +25,9 @@ width of the neighbour projections, ``H``/``W`` the patch grid.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -399,3 +402,37 @@ def span_weights(links: torch.Tensor, inside: torch.Tensor, spans: torch.Tensor)
     left, right = 1 - cut[..., i], 1 - cut[..., j + 1]
     ok = inside[:, i] & inside[:, j]  # (B, S): inside is contiguous, so the whole span is inside
     return (inner * left * right * ok.unsqueeze(1)).to(links.dtype)
+
+
+# --- log C at indices, by structure kind: the dispatch of the attention kernels (hiclip.kernels, kernels_flex) ---
+
+def _dense_log_prior_at(log_c: torch.Tensor, b, i, j) -> torch.Tensor:
+    return log_c[b, i, j]
+
+
+LOG_PRIOR_AT: dict[str, Callable[..., torch.Tensor]] = {
+    "chain": chain_log_prior_at, "grid": grid_log_prior_at, "dense": _dense_log_prior_at}
+"""``kind`` -> ``f(*tables, *geometry, b, i, j)`` giving ``log C`` at index tensors b, i, j."""
+
+
+@dataclass(frozen=True)
+class PriorTables:
+    """``log C`` as a function of (batch, query, key) indices: O(N) tables (or a given dense log C).
+
+    kind: a key of :data:`LOG_PRIOR_AT`; tables: its tensors (float64 for structures);
+    geometry: its integer arguments (grid width and offset).
+    """
+
+    kind: str
+    tables: tuple[torch.Tensor, ...]
+    geometry: tuple[int, ...] = ()
+
+    def at(self, b, i, j) -> torch.Tensor:
+        return LOG_PRIOR_AT[self.kind](*self.tables, *self.geometry, b, i, j)
+
+    def log_dense(self, n: int) -> torch.Tensor:
+        """(B, N, N) ``log C`` over the full sequence of ``n`` tokens."""
+        device = self.tables[0].device
+        b = torch.arange(self.tables[0].shape[0], device=device)[:, None, None]
+        idx = torch.arange(n, device=device)
+        return self.at(b, idx[None, :, None], idx[None, None, :])

@@ -24,48 +24,15 @@ plain scores. The kernels:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from . import hierarchy as hi
+from . import kernels_flex
 from .config import KERNELS
+from .hierarchy import PriorTables
+
 CHUNK_BYTES = 16 << 20
 """Backward of :class:`LeanAttention` handles as many heads at once as fit this many bytes per (B, h, N, N) buffer."""
-
-
-def _dense_log_prior_at(log_c: torch.Tensor, b, i, j) -> torch.Tensor:
-    return log_c[b, i, j]
-
-
-LOG_PRIOR_AT: dict[str, Callable[..., torch.Tensor]] = {
-    "chain": hi.chain_log_prior_at, "grid": hi.grid_log_prior_at, "dense": _dense_log_prior_at}
-"""``kind`` -> ``f(*tables, *geometry, b, i, j)`` giving ``log C`` at index tensors b, i, j."""
-
-
-@dataclass(frozen=True)
-class PriorTables:
-    """``log C`` as a function of (batch, query, key) indices: O(N) tables (or a given dense log C).
-
-    kind: a key of :data:`LOG_PRIOR_AT`; tables: its tensors (float64 for structures);
-    geometry: its integer arguments (grid width and offset).
-    """
-
-    kind: str
-    tables: tuple[torch.Tensor, ...]
-    geometry: tuple[int, ...] = ()
-
-    def at(self, b, i, j) -> torch.Tensor:
-        return LOG_PRIOR_AT[self.kind](*self.tables, *self.geometry, b, i, j)
-
-    def log_dense(self, n: int) -> torch.Tensor:
-        """(B, N, N) ``log C`` over the full sequence of ``n`` tokens."""
-        device = self.tables[0].device
-        b = torch.arange(self.tables[0].shape[0], device=device)[:, None, None]
-        idx = torch.arange(n, device=device)
-        return self.at(b, idx[None, :, None], idx[None, None, :])
 
 
 class Prior:
@@ -233,7 +200,6 @@ def prior_attention(q, k, v, mask, prior: Prior, multiplicative: bool, kernel: s
         return materialized_attention(q, k, v, mask, prior, multiplicative)
     with torch.autocast(q.device.type, enabled=False):
         if kernel == "flex":
-            from . import kernels_flex  # deferred: it imports this module (a cycle), and only CUDA uses it
             out = kernels_flex.flex_prior_attention(q, k, v, mask, prior.tables(), multiplicative)
             if out is not None:
                 return out

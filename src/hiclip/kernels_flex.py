@@ -1,8 +1,9 @@
 """The fused GPU kernel of prior-weighted attention: ``flex_attention`` with ``log C`` in the kernel.
 
-Imported only when a CUDA tensor asks for the ``flex`` kernel (docs/design.md §1.7). The
+Used only when a CUDA tensor asks for the ``flex`` kernel (docs/design.md §1.7); torch's flex
+attention itself is imported on first use. The
 score modification adds ``mask + log C(b, i, j)``, with ``log C`` evaluated from the O(N)
-cost tables of :class:`hiclip.kernels.PriorTables` (text: ``−|L_i − L_j|``; grid: minus the
+cost tables of :class:`hiclip.hierarchy.PriorTables` (text: ``−|L_i − L_j|``; grid: minus the
 cheaper L-shaped path), so nothing N×N is stored, forward or backward. Multiplicative form:
 ``out = exp(LSE(s + log C) − LSE(s)) · flex(s + log C)``, a second call giving ``LSE(s)``.
 Gradients reach the tables (hence the links) through flex's captured-buffer gradients.
@@ -19,7 +20,7 @@ import logging
 
 import torch
 
-from .kernels import LOG_PRIOR_AT, PriorTables
+from .hierarchy import LOG_PRIOR_AT, PriorTables
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,12 @@ class HiCLIP(nn.Module):
     def has_hierarchy(self) -> bool:
         return self.cfg.has_hierarchy
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the activations of both towers' blocks in the backward pass to save memory
+        (open_clip's method of the same name); outputs and gradients do not change."""
+        self.visual.set_grad_checkpointing(enable)
+        self.transformer.grad_checkpointing = enable
+
     def encode_image(self, images: torch.Tensor, normalize: bool = False, return_hierarchy: bool = False,
                      return_tokens: bool = False) -> torch.Tensor | tuple:
         """images (B, 3, S, S) -> features (B, E) [, ImageHierarchy if ``return_hierarchy``]

@@ -95,6 +95,10 @@ class VisionTower(nn.Module):
         patches = x[:, 1:].mean(dim=1)
         return patches if self.cfg.pool == "avg" else 0.5 * (x[:, 0] + patches)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass (training only), as open_clip."""
+        self.transformer.grad_checkpointing = enable
+
     def check_input(self, images: torch.Tensor) -> None:
         s = self.cfg.image_size
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2:] != (s, s):

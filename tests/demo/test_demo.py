@@ -2,11 +2,24 @@
 import json
 import re
 
+import numpy as np
 import pytest
 
-from hiclip.demo import DemoConfig, pipeline, run_demo
+from hiclip.demo import DemoConfig, DemoLayout, pipeline, run_demo
 from hiclip.demo.report import comparison_pairs, metric_rows, verdicts
-from hiclip.eval.comparison import beyond_baseline as _beyond_baseline, significant as _significant
+from hiclip.demo.results import BEGIN, END
+from hiclip.eval.comparison import beyond_baseline as _beyond_baseline, fmt_p, significant as _significant
+from scipy import stats
+
+
+def _welch_by_hand(a, b):
+    """Welch's t and the Welch–Satterthwaite degrees of freedom, written out; two-sided p from scipy's t."""
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
+    t = (ma - mb) / (va + vb) ** 0.5
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return 2 * stats.t.sf(abs(t), df)
 
 
 def test_significance_rule_hand_cases():
@@ -20,9 +33,12 @@ def test_significance_rule_hand_cases():
 def test_rows_and_verdicts_report_a_loss_plainly():
     table = {"retrieval image→text R@1": {"H": [0.30, 0.31, 0.32], "C": [0.50, 0.51, 0.52]}}
     (row,) = metric_rows(table, ("H", "C"))
-    assert row == ["retrieval image→text R@1", "0.310 ± 0.010", "0.510 ± 0.010", "-0.200", "**yes**"]
+    p = _welch_by_hand([0.30, 0.31, 0.32], [0.50, 0.51, 0.52])
+    assert p < 0.001
+    assert row == ["retrieval image→text R@1", "0.310 ± 0.010", "0.510 ± 0.010", "-0.200", "**yes**", "< 0.001"]
     (sentence,) = verdicts(table, ("H", "C"))
     assert "does not beat" in sentence and "loses by more than two standard deviations" in sentence
+    assert "(-0.200, Welch p < 0.001)" in sentence
 
 
 @pytest.mark.slow  # the whole demo, twice
@@ -51,6 +67,32 @@ def test_demo_runs_with_a_tiny_budget_and_resumes(tmp_path):
     stamp = (tmp_path / "demo" / "runs" / "CLIP-Tiny-s0" / "checkpoints" / "latest.pt").stat().st_mtime_ns
     run_demo(cfg)
     assert (tmp_path / "demo" / "runs" / "CLIP-Tiny-s0" / "checkpoints" / "latest.pt").stat().st_mtime_ns == stamp
+    _check_results_page(tmp_path, text)
+
+
+def _check_results_page(tmp_path, report_text):
+    """`hiclip report` on the tiny demo folder and its fine-tuning study: the page repeats every table
+    row of report.md, a row checked against the eval records, and the README block refilled in place."""
+    from hiclip.cli import main
+    demo, readme, page_path = tmp_path / "demo", tmp_path / "README.md", tmp_path / "docs" / "results.md"
+    readme.write_text(f"intro\n{BEGIN}\nold numbers\n{END}\ntail\n")
+    assert main(["report", str(demo), str(demo / "vl"), "--out", str(page_path), "--readme", str(readme)]) == 0
+    page = page_path.read_text()
+    rows = [line for line in report_text.split("\n") if line.startswith("| ")]
+    assert rows and all(row in page for row in rows)
+    assert "```\npytest\n```" in page and "## Fine-tuning study (`" in page
+    values = {m: [next(r["metrics"]["acc"] for r in json.loads((demo / "eval" / f"{m}-s{s}" / "records.json").read_text())
+                       if r["task"] == "compositional") for s in (0, 1)] for m in ("HiCLIP-Tiny", "CLIP-Tiny")}
+    h, c = values["HiCLIP-Tiny"], values["CLIP-Tiny"]
+    cells = [f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" for v in (h, c)]
+    p = "—" if np.var(h) == np.var(c) == 0 else fmt_p(_welch_by_hand(h, c))
+    d, pooled = np.mean(h) - np.mean(c), np.sqrt((np.var(h, ddof=1) + np.var(c, ddof=1)) / 2)
+    rule = "**yes**" if abs(d) > 2 * pooled else "no"
+    assert f"| compositional acc (all) | {cells[0]} | {cells[1]} | {d:+.3f} | {rule} | {p} |" in page
+    refilled = readme.read_text()
+    assert refilled.startswith(f"intro\n{BEGIN}\n") and refilled.endswith(f"{END}\ntail\n")
+    assert "old numbers" not in refilled and "| compositional acc (all) |" in refilled
+    assert "hiclip report" in refilled.split(END)[0]  # the block names the command that refills it
 
 
 def test_step_plan_does_not_depend_on_machine_speed(monkeypatch):
@@ -58,8 +100,8 @@ def test_step_plan_does_not_depend_on_machine_speed(monkeypatch):
     for seconds in (0.01, 100.0):  # a fast and a very slow machine
         monkeypatch.setattr(pipeline, "seconds_per_step", lambda *a, s=seconds, **k: s)
         plan = pipeline.plan_steps(cfg)
-        assert plan["steps"] == 250
-        assert plan["estimated_train_minutes"] == pytest.approx(1.15 * 3 * 250 * 2 * seconds / 60)
+        assert plan.steps == 250
+        assert plan.estimated_train_minutes == pytest.approx(1.15 * 3 * 250 * 2 * seconds / 60)
 
 
 def test_baseline_verdict_needs_two_sd_margin():
@@ -85,7 +127,11 @@ def test_rows_of_several_pairs_bold_only_real_differences():
     table = {"m": {"A": [0.50, 0.51, 0.52], "B": [0.30, 0.31, 0.32], "C": [0.45, 0.55, 0.65]}}
     (row,) = metric_rows(table, ("A", "B", "C"), [("A", "B"), ("A", "C")])
     # A − B = +0.200 with pooled sd 0.010: real; A − C = −0.040 with pooled sd ≈ 0.071: noise
-    assert row == ["m", "0.510 ± 0.010", "0.310 ± 0.010", "0.550 ± 0.100", "**+0.200**", "-0.040"]
+    p_ab = _welch_by_hand(table["m"]["A"], table["m"]["B"])
+    p_ac = _welch_by_hand(table["m"]["A"], table["m"]["C"])
+    assert p_ab < 0.001 and 0.5 < p_ac < 0.6  # the 2-sd rule and Welch agree here
+    assert row == ["m", "0.510 ± 0.010", "0.310 ± 0.010", "0.550 ± 0.100", "**+0.200** (< 0.001)",
+                   f"-0.040 ({p_ac:.3f})"]
     sentences = verdicts({"compositional acc (all)": table["m"]}, ("A", "B", "C"), [("A", "B"), ("A", "C")])
     assert sentences[0].startswith("A beats B") and "by more than two standard deviations" in sentences[0]
     assert sentences[1].startswith("A does not beat C") and "two standard deviations" not in sentences[1]
@@ -111,9 +157,25 @@ def test_a_larger_model_set_times_only_the_new_models(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "seconds_per_step", lambda m, *a, **k: timed.append(m) or 2.0)
     (tmp_path / "plan.json").write_text(json.dumps({"steps": 5, "seconds_per_step": {"HiCLIP-Tiny": 1.0}}))
     cfg = DemoConfig(out=str(tmp_path), steps=5, seeds=2, models=("HiCLIP-Tiny", "DeCLIP-Tiny"))
-    plan = pipeline._load_plan(cfg, tmp_path / "plan.json")
-    assert timed == ["DeCLIP-Tiny"] and plan["seconds_per_step"] == {"HiCLIP-Tiny": 1.0, "DeCLIP-Tiny": 2.0}
-    assert plan["estimated_train_minutes"] == pytest.approx(1.15 * 2 * 5 * 3.0 / 60)
+    plan = pipeline._load_plan(cfg, DemoLayout(tmp_path))
+    assert timed == ["DeCLIP-Tiny"] and plan.seconds_per_step == {"HiCLIP-Tiny": 1.0, "DeCLIP-Tiny": 2.0}
+    assert plan.estimated_train_minutes == pytest.approx(1.15 * 2 * 5 * 3.0 / 60)
     assert json.loads((tmp_path / "plan.json").read_text())["seconds_per_step"]["DeCLIP-Tiny"] == 2.0
     with pytest.raises(ValueError, match="unknown model"):
         DemoConfig(models=("HiCLIP-Tiny", "Nope"))
+
+
+def test_report_refuses_folders_it_cannot_read(tmp_path, capsys):
+    from hiclip.cli import main
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r.md")]) == 2
+    assert "neither a demo folder" in capsys.readouterr().err and not (tmp_path / "r.md").exists()
+
+
+def test_stage_lines_count_from_the_demo_start(monkeypatch, capsys):
+    clock = iter([1000.0, 1004.0, 1010.0])  # the demo starts at 1000 s of the process clock
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: next(clock))
+    stages = pipeline._Stages(2)
+    stages.next("train")
+    stages.next("report")
+    assert capsys.readouterr().out.split() == ["[1/2]", "4s", "train", "[2/2]", "10s", "report"]

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import train_fakes as fakes
+from _helpers import assert_states_close
 from hiclip.train import TrainConfig, TrainingDiverged, train
 from hiclip import checkpoint as ckpt
 from hiclip.train.metrics import read_csv
@@ -84,9 +85,7 @@ def test_signal_stop_then_resume_matches_straight_run(straight, model_json, tmp_
     assert second["skipped"] == {"fake reason": 8}
     a = ckpt.Checkpoint.load(out / "checkpoints" / "latest.pt").state_dict
     b = ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt").state_dict
-    for name in a:  # float32 training: tolerance scaled by the tensor's norm, not per element
-        err, size = (b[name] - a[name]).norm().item(), a[name].norm().item()
-        assert err <= 1e-5 * size + 1e-7, f"{name}: |resumed - straight| = {err:.3g}, |straight| = {size:.3g}"
+    assert_states_close(a, b)  # float32 training: tolerance scaled by the tensor's norm, not per element
 
 
 def test_time_budget_stops_with_checkpoint(model_json, tmp_path):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from _helpers import assert_states_close
 
 from hiclip import create_model
 from hiclip.cli import main
@@ -56,8 +57,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, pretrained):
     for x, y in zip(a, b):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-5, abs=1e-6)
     ma, mb = load_finetuned(whole["checkpoint"])[0], load_finetuned(part["checkpoint"])[0]
-    for (k, v), w in zip(ma.state_dict().items(), mb.state_dict().values()):
-        torch.testing.assert_close(v, w, rtol=1e-5, atol=1e-6, msg=k)
+    assert_states_close(ma.state_dict(), mb.state_dict())
     assert whole["final_val"]["accuracy"] == part["final_val"]["accuracy"]
 
 

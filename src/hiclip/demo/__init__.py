@@ -1,4 +1,6 @@
 """The main job (`make demo`): HiCLIP-Tiny against CLIP-Tiny, trained and judged end to end."""
-from .pipeline import DemoConfig, run_demo
+from .config import DemoConfig
+from .layout import DemoLayout
+from .pipeline import run_demo
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "DemoLayout", "run_demo"]

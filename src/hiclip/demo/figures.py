@@ -11,7 +11,6 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..checkpoint import run_name  # noqa: E402
 from ..data.world import ShapesWorld  # noqa: E402
 from ..factory import unnormalise  # noqa: E402
 from ..induce.draw import draw_groups, draw_tree, overlay  # noqa: E402
@@ -19,6 +18,7 @@ from ..induce.run import caption_trees, image_groups  # noqa: E402
 from ..induce.scores import masks_to_grid  # noqa: E402
 from ..induce.trees import Tree  # noqa: E402
 from ..train.metrics import read_csv  # noqa: E402
+from .layout import DemoLayout, Pictures  # noqa: E402
 
 
 COLOURS = ("tab:red", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
@@ -36,11 +36,11 @@ def _smooth(y: np.ndarray, k: int) -> np.ndarray:
     return np.convolve(y, np.ones(k) / k, mode="valid")
 
 
-def plot_curves(out: Path, models: tuple[str, ...], seeds: list[int], path: Path) -> None:
+def plot_curves(layout: DemoLayout, models: tuple[str, ...], seeds: list[int], path: Path) -> None:
     """Training loss (smoothed, mean over seeds), validation loss and R@1 of every model."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for colour, model in zip(COLOURS, models):
-        runs = [out / "runs" / run_name(model, s) for s in seeds]
+        runs = [layout.run(model, s).root for s in seeds]
         train = [_read(r / "metrics.csv") for r in runs]
         n = min(len(t) for t in train)
         if n:
@@ -113,28 +113,26 @@ def gold_tree(text: str) -> Tree:
     return build(nltk.Tree.fromstring(text), 0)
 
 
-def hierarchy_pictures(model: Any, transform: Any, tokenizer: Any, out: Path, n: int = 3,
-                       seed: int = 0) -> dict[str, list[tuple[str, str, str]]]:
-    """Draw ``n`` caption trees and ``n`` image-group panels of ``model`` beside the gold ones.
-
-    Returns {"trees": [(caption, induced.png, gold.png)], "groups": [(caption, groups.png, gold.png)]}
-    with paths relative to ``out``.
-    """
-    pics = out / "figures"
+def hierarchy_pictures(model: Any, transform: Any, tokenizer: Any, layout: DemoLayout, name: str, seed: int,
+                       n: int = 3) -> Pictures:
+    """Draw ``n`` caption trees and ``n`` image-group panels of ``model`` (run ``name``, ``seed``)
+    beside the gold ones, into ``layout.figures``, for the samples of the world's test split that
+    the report shows (world seed 0)."""
+    pics = layout.figures
     pics.mkdir(parents=True, exist_ok=True)
-    world = ShapesWorld("test", size=200, image_size=model.cfg.vision_cfg.image_size, seed=seed)
+    world = ShapesWorld("test", size=200, image_size=model.cfg.vision_cfg.image_size, seed=0)
     samples = sorted((world[i] for i in range(60)), key=lambda s: -len(s.objects))  # 2-3 objects first
     samples = [s for s in samples if 5 <= len(s.caption.split()) <= 12][:n] or samples[:n]
     trees, _ = caption_trees(model, tokenizer, [s.caption for s in samples])
     labels, _ = image_groups(model, transform, [s.image for s in samples])
-    result: dict[str, list[tuple[str, str, str]]] = {"trees": [], "groups": []}
+    result = Pictures(name, seed)
     for i, (s, tree, lab) in enumerate(zip(samples, trees, labels)):
         draw_tree(tree, pics / f"tree{i}.png")
         draw_tree(gold_tree(s.tree), pics / f"tree{i}-gold.png")
-        result["trees"].append((s.caption, f"figures/tree{i}.png", f"figures/tree{i}-gold.png"))
+        result.trees.append((s.caption, f"figures/tree{i}.png", f"figures/tree{i}-gold.png"))
         view = unnormalise(transform(s.image)).resize((256, 256))
         draw_groups(view, lab, pics / f"groups{i}.png")
         gold = masks_to_grid(s.masks, *lab.shape[1:])
         overlay(view, gold).save(pics / f"groups{i}-gold.png")
-        result["groups"].append((s.caption, f"figures/groups{i}.png", f"figures/groups{i}-gold.png"))
+        result.groups.append((s.caption, f"figures/groups{i}.png", f"figures/groups{i}-gold.png"))
     return result

@@ -1,16 +1,20 @@
-"""The demo report: metric table with mean ± std over seeds, verdicts, curves, bars, trees, groups.
+"""The demo report: metric table with mean ± sd over seeds and p-values, verdicts, curves, bars,
+trees, groups; and the same tables for ``hiclip report`` (:mod:`hiclip.demo.results`).
 
 Written as ``report.md`` and ``report.html`` (the same content; images are PNG files
 beside them). A difference is called significant when it exceeds two standard
 deviations: ``|mean_a - mean_b| > 2 * sqrt((sd_a² + sd_b²) / 2)`` (the pooled standard
 deviation of the two models over seeds); with one seed nothing is called significant.
+Welch's two-sided p-value stands beside it (:mod:`hiclip.eval.comparison`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import markdown
 import numpy as np
@@ -18,11 +22,12 @@ import open_clip
 import torch
 
 from .. import __version__, factory
-from ..checkpoint import RunPaths, run_name
-from ..eval.comparison import (beyond_baseline, comparison_header, comparison_rows, markdown_table, mean_sd,
-                            significant)
-from ..vl.study import format_study
-from .figures import hierarchy_pictures, plot_bars, plot_curves
+from ..eval.comparison import (Table, beyond_baseline, comparison_header, comparison_rows, fmt_p, markdown_table,
+                               mean_sd, significant, welch_p)
+from ..vl.study import VLStudyConfig, format_study, study_items
+from .config import DemoConfig
+from .figures import plot_bars, plot_curves
+from .layout import DemoLayout, Pictures, Plan, RunSummary, read_eval, read_induce, read_wall_time
 
 # (label, task, dataset, metric key); read from `hiclip eval` records
 EVAL_METRICS = [
@@ -40,41 +45,35 @@ EVAL_METRICS = [
 ]
 
 
-def collect(out: Path, models: tuple[str, ...], seeds: list[int]) -> dict[str, dict[str, list[float]]]:
+# (label, key of hiclip.induce.run.flatten_report); read from `hiclip induce-eval` reports
+INDUCE_METRICS = [
+    ("caption trees: bracket F1 (val-chosen read-out)", "tree_f1"),
+    ("caption trees: bracket F1 (top-down, τ 0.5)", "tree_f1_topdown"),
+    ("  baseline right-branching F1", "right_branching_f1"),
+    ("  baseline left-branching F1", "left_branching_f1"),
+    ("  baseline random-tree F1", "random_f1"),
+    ("caption trees: noun phrases found (recall)", "np_recall"),
+    ("image groups: ARI (val-chosen layer and τ)", "ari"),
+    ("  baseline blocks ARI (better of 2×2, 4×4)", "blocks_ari"),
+    ("image groups: best IoU (val-chosen layer, τ 0.5)", "best_iou"),
+]
+
+
+def collect(layout: DemoLayout, models: Sequence[str], seeds: Sequence[int]) -> Table:
     """metric label -> model -> one value per seed (eval records and induction reports)."""
-    table: dict[str, dict[str, list[float]]] = {}
+    table: Table = {}
     for model in models:
         for seed in seeds:
-            name = run_name(model, seed)
-            records = json.loads((out / "eval" / name / "records.json").read_text())
-            found = {(r["task"], r["dataset"]): r["metrics"] for r in records}
+            found = read_eval(layout.eval_records(model, seed))
             for label, task, dataset, key in EVAL_METRICS:
                 value = found.get((task, dataset), {}).get(key)
                 if value is not None:
                     table.setdefault(label, {}).setdefault(model, []).append(float(value))
-            induce = json.loads((out / "induce" / f"{name}.json").read_text())
-            for label, value in _induce_metrics(induce).items():
-                table.setdefault(label, {}).setdefault(model, []).append(value)
+            scores = read_induce(layout.induce_report(model, seed))
+            for label, key in INDUCE_METRICS:
+                if scores.get(key) is not None:
+                    table.setdefault(label, {}).setdefault(model, []).append(float(scores[key]))
     return table
-
-
-def _induce_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """Induction scores on the test split, every read-out setting chosen on the validation split."""
-    if report.get("no_hierarchy"):
-        return {}
-    t, g = report["trees"], report["groups"]
-    chosen = g["chosen"]["layer"]
-    return {
-        "caption trees: bracket F1 (val-chosen read-out)": t["induced"]["corpus_f1"],
-        "caption trees: bracket F1 (top-down, τ 0.5)": t.get("fixed_readout", t["induced"])["corpus_f1"],
-        "  baseline right-branching F1": t["right_branching"]["corpus_f1"],
-        "  baseline left-branching F1": t["left_branching"]["corpus_f1"],
-        "  baseline random-tree F1": t["random"]["corpus_f1"],
-        "caption trees: noun phrases found (recall)": t["label_recall"]["NP"]["recall"],
-        "image groups: ARI (val-chosen layer and τ)": g["chosen"]["ari"],
-        "  baseline blocks ARI (better of 2×2, 4×4)": max(g["baseline_blocks2"]["ari"], g["baseline_blocks4"]["ari"]),
-        "image groups: best IoU (val-chosen layer, τ 0.5)": g["best_iou"][chosen],
-    }
 
 
 def comparison_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
@@ -97,14 +96,14 @@ def comparison_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
     return pairs or [(models[0], m) for m in models[1:]]
 
 
-def metric_rows(table: dict[str, dict[str, list[float]]], models: Sequence[str],
+def metric_rows(table: Table, models: Sequence[str],
                 pairs: Sequence[tuple[str, str]] | None = None) -> list[list[str]]:
     """Markdown rows: metric, each model's mean ± sd, then the pairs' differences
     (:func:`hiclip.eval.comparison.comparison_rows`); ``pairs`` defaults to (first, second)."""
     return comparison_rows(table, models, pairs or [(models[0], models[1])])
 
 
-def verdicts(table: dict[str, dict[str, list[float]]], models: Sequence[str],
+def verdicts(table: Table, models: Sequence[str],
              pairs: Sequence[tuple[str, str]] | None = None) -> list[str]:
     """Plain sentences on the quality goals, with the numbers: every pair on retrieval and
     compositional accuracy, every hierarchy model's trees and groups against their baselines."""
@@ -123,8 +122,10 @@ def verdicts(table: dict[str, dict[str, list[float]]], models: Sequence[str],
                 how = "by more than two standard deviations" if d > 0 else "and loses by more than two standard deviations"
             else:
                 how = "but not by two standard deviations" if d > 0 else ""
-            out.append(f"{a} {word} {b} on {label}: {mean_sd(va)[0]:.3f} vs {mean_sd(vb)[0]:.3f} ({d:+.3f}) {how}".strip()
-                       + ".")
+            p = welch_p(va, vb)
+            p_text = "" if p is None else f", Welch p {fmt_p(p)}"
+            out.append(f"{a} {word} {b} on {label}: {mean_sd(va)[0]:.3f} vs {mean_sd(vb)[0]:.3f} ({d:+.3f}{p_text}) "
+                       f"{how}".strip() + ".")
     tree = "caption trees: bracket F1 (val-chosen read-out)"
     for a in models:
         for label, base, what in ((tree, "  baseline random-tree F1", "random-tree"),
@@ -154,93 +155,181 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return markdown_table(header, rows, left=1)
 
 
-def vl_section(out: Path, pairs: Sequence[tuple[str, str]]) -> list[str]:
-    """The report's fine-tuning section from ``out/vl/study.json`` (the demo's ``--vl`` stage)."""
-    path = out / "vl" / "study.json"
-    if not path.is_file():
+@dataclass
+class DemoResults:
+    """Everything the report says about one demo folder, read back from it."""
+
+    layout: DemoLayout
+    cfg: DemoConfig
+    plan: Plan
+    table: Table
+    pairs: list[tuple[str, str]]
+    summaries: dict[str, RunSummary]
+
+    @classmethod
+    def read(cls, layout: DemoLayout, cfg: DemoConfig | None = None, plan: Plan | None = None) -> "DemoResults":
+        """``cfg`` defaults to the folder's stored config (``demo.json``, else the plan's)."""
+        plan = plan or Plan.read(layout.plan)
+        cfg = cfg or stored_config(layout, plan)
+        models, seeds = tuple(cfg.models), cfg.seed_list
+        return cls(layout, cfg, plan, collect(layout, models, seeds), comparison_pairs(models),
+                   {layout.run(m, s).root.name: RunSummary.read(layout.summary(m, s)) for m in models for s in seeds})
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(self.cfg.models)
+
+
+def stored_config(layout: DemoLayout, plan: Plan | None = None) -> DemoConfig:
+    """The options a demo folder was made with: ``demo.json`` (written with every report), else the
+    config stored in its plan by the first invocation. ValueError when it holds neither."""
+    if layout.config.is_file():
+        return DemoConfig.from_dict(json.loads(layout.config.read_text()))
+    plan = plan or (Plan.read(layout.plan) if layout.plan.is_file() else None)
+    if plan is None or plan.config is None:
+        raise ValueError(f"{layout.root} is not a demo folder (no demo.json, no plan.json with a config)")
+    return DemoConfig.from_dict(plan.config)
+
+
+def intro(res: DemoResults) -> str:
+    models, seeds = res.models, res.cfg.seed_list
+    return (f"{', '.join(models[:-1])} and {models[-1]}, trained alike ({res.plan.steps} steps of "
+            f"{res.cfg.batch_size} pairs, lr {res.cfg.lr}, seeds {seeds}) and evaluated on held-out splits. Values "
+            f"are mean ± standard deviation over {len(seeds)} seed(s); a difference is marked significant when it "
+            "exceeds two pooled standard deviations, and p is Welch's two-sided t-test over the seeds.\n")
+
+
+def verdict_lines(res: DemoResults) -> list[str]:
+    return [*[f"- {v}" for v in verdicts(res.table, res.models, res.pairs)], ""]
+
+
+def metrics_table(res: DemoResults) -> list[str]:
+    """The table of every metric, with its note on bold (several pairs)."""
+    return [*(["Differences beyond 2 sd are in bold; Welch's p in brackets.\n"] if len(res.pairs) > 1 else []),
+            _table(comparison_header(res.models, res.pairs), metric_rows(res.table, res.models, res.pairs)), ""]
+
+
+def headline(res: DemoResults) -> list[str]:
+    """The verdicts and the table of every metric (markdown lines): the README's headline block."""
+    return verdict_lines(res) + metrics_table(res)
+
+
+def training_table(res: DemoResults) -> str:
+    return _table(["run", "steps", "final loss", "val R@1 i→t", "pairs/s", "time (s)"],
+                  [[k, str(v.steps), f"{v.final_loss:.3f}",
+                    f"{v.val_i2t_r1 if v.val_i2t_r1 is not None else float('nan'):.3f}",
+                    f"{v.pairs_per_s:.1f}", f"{v.time_s:.0f}"] for k, v in res.summaries.items()])
+
+
+def commands_block(res: DemoResults) -> list[str]:
+    """The commands that made the folder, as a code block."""
+    return ["```", *res.cfg.commands, "```\n"]
+
+
+def how_made(res: DemoResults, elapsed_s: float) -> list[str]:
+    """The plan, the read-out choices and the times (markdown lines)."""
+    train_s = sum(v.time_s for v in res.summaries.values())
+    return [f"Steps per run: {res.plan.steps}, a fixed plan (the same on every machine"
+            + "".join(f"; measured {s:.2f} s per step of {m}" for m, s in res.plan.seconds_per_step.items())
+            + f"). Tree read-outs and image-group layers and thresholds were chosen on the validation split and "
+            f"scored on the test split. Training took {train_s / 60:.1f} min in all; the whole demo {elapsed_s / 60:.1f} "
+            "min of wall time (summed over invocations, when it was interrupted and rerun).\n"]
+
+
+def study_config(study: dict) -> VLStudyConfig:
+    """The typed config of a stored study (fields of other versions ignored)."""
+    known = {f.name for f in dataclasses.fields(VLStudyConfig)}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in study["config"].items() if k in known}
+    return VLStudyConfig(**values)
+
+
+def study_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
+    """The pairs a study table compares: the demo's rule for built-in models, else the first against each other."""
+    if len(labels) < 2:
         return []
-    study = json.loads(path.read_text())
-    c = study["config"]
-    return [f"## Vision–language fine-tuning (world-vqa, world-ve)\n",
-            f"The pretrained runs of seed(s) {sorted({x for v in study['seeds'].values() for x in v})} "
-            f"fine-tuned alike ({c['steps']} steps of {c['batch_size']}, "
-            f"{c['head']} head, lr {c['lr']} with ×{c['lr_mult_fusion']} fusion and ×{c['lr_mult_head']} head, "
-            f"{'frozen' if c['freeze_encoders'] else 'trained'} encoders, its pretraining seed as the fine-tuning "
-            f"seed) on {c['world_samples']} training examples per task, then scored on {c['eval_samples']} test and "
+    if all(m in factory.list_models() for m in labels):
+        return comparison_pairs(labels)
+    return [(labels[0], m) for m in labels[1:]]
+
+
+def study_text(folder: Path, study: dict, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """A fine-tuning study (``folder/study.json``, :func:`hiclip.vl.run_vl_study`): what was done, and its
+    table (single-seed runs compared by a paired bootstrap over their test items, where stored)."""
+    c = study_config(study)
+    tasks = " and ".join(c.tasks)
+    return [f"The pretrained runs of seed(s) {sorted({x for v in study['seeds'].values() for x in v})} "
+            f"fine-tuned alike on {tasks} ({c.steps} steps of {c.batch_size}, "
+            f"{c.head} head, lr {c.lr} with ×{c.lr_mult_fusion} fusion and ×{c.lr_mult_head} head, "
+            f"{'frozen' if c.freeze_encoders else 'trained'} encoders, its pretraining seed as the fine-tuning "
+            f"seed) on {c.world_samples} training examples per task, then scored on {c.eval_samples} test and "
             "held-out examples. *text only*: the question-only / hypothesis-only baseline. "
             + (f"Fine-tuning and scoring took {study['time_s'] / 60:.1f} min, summed over the runs.\n"
                if study.get("time_s") is not None else "\n"),
-            format_study(study, [p for p in pairs if all(m in study["seeds"] for m in p)]), ""]
+            format_study(study, [p for p in pairs if all(m in study["seeds"] for m in p)],
+                         items=study_items(folder, study)), ""]
 
 
-def _chance(out: Path, model: str, seed: int) -> dict[str, float]:
-    records = json.loads((out / "eval" / run_name(model, seed) / "records.json").read_text())
-    comp = next((r["metrics"] for r in records if r["task"] == "compositional"), {})
+def vl_section(layout: DemoLayout, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """The report's fine-tuning section from the demo's ``--vl`` stage ([] without one)."""
+    if not layout.vl_study.is_file():
+        return []
+    return ["## Vision–language fine-tuning (world-vqa, world-ve)\n",
+            *study_text(layout.vl, json.loads(layout.vl_study.read_text()), pairs)]
+
+
+def _chance(layout: DemoLayout, model: str, seed: int) -> dict[str, float]:
+    comp = read_eval(layout.eval_records(model, seed)).get(("compositional", "world"), {})
     return {label: comp[key.replace("acc", "chance", 1)] for label, task, _, key in EVAL_METRICS
             if task == "compositional" and key.replace("acc", "chance", 1) in comp}
 
 
-def write_report(cfg: Any, plan: dict[str, Any], elapsed_s: float) -> Path:
-    """Assemble ``report.md`` / ``report.html`` under ``cfg.out`` from the stages' outputs."""
-    out, models, seeds = Path(cfg.out), tuple(cfg.models), cfg.seed_list
-    table = collect(out, models, seeds)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    plot_curves(out, models, seeds, out / "figures" / "curves.png")
+def _pictures(layout: DemoLayout) -> list[str]:
+    """The trees and groups drawn when the hierarchies were induced (none for CLIP-only demos)."""
+    if not layout.pictures.is_file():
+        return []
+    pics = Pictures.read(layout.pictures)
+    md = [f"## Caption trees of {pics.model} (seed {pics.seed}), left: induced, right: gold\n"]
+    for caption, pred, gold in pics.trees:
+        md += [f"*{caption}*\n", f"![induced]({pred}) ![gold]({gold})\n"]
+    md += [f"## Image groups of {pics.model}: regions per layer (low → high), and the gold objects\n"]
+    for caption, pred, gold in pics.groups:
+        md += [f"*{caption}*\n", f"![groups]({pred}) ![gold]({gold})\n"]
+    return md
+
+
+def write_report(cfg: DemoConfig, plan: Plan, elapsed_s: float | None = None) -> Path:
+    """Assemble ``report.md`` / ``report.html`` in the demo folder ``cfg.out`` from the stages'
+    outputs (``elapsed_s``: the demo's wall time, default the stored one)."""
+    layout = DemoLayout(cfg.out)
+    res = DemoResults.read(layout, cfg, plan)
+    models, seeds = res.models, cfg.seed_list
+    elapsed_s = read_wall_time(layout.wall_time) if elapsed_s is None else elapsed_s
+    layout.figures.mkdir(parents=True, exist_ok=True)
+    plot_curves(layout, models, seeds, layout.figures / "curves.png")
     zs = [lab for lab, task, _, _ in EVAL_METRICS if task == "zeroshot_classification"]
     comp = [lab for lab, task, _, _ in EVAL_METRICS if task == "compositional"]
-    plot_bars(table, zs, models, out / "figures" / "zeroshot.png", "zero-shot accuracy (embedded world, test split)")
-    plot_bars(table, comp, models, out / "figures" / "compositional.png",
-              "compositional accuracy (true caption beats every hard negative)", _chance(out, models[0], seeds[0]))
-    hier_model = next((m for m in models if factory.load_config(m).has_hierarchy), None)
-    pictures = {"trees": [], "groups": []}
-    if hier_model:
-        ckpt = RunPaths(out / "runs" / run_name(hier_model, seeds[0])).latest
-        net, _, transform = factory.create_model_and_transforms(hier_model, ckpt, device="cpu")
-        pictures = hierarchy_pictures(net.eval(), transform, factory.get_tokenizer(hier_model), out)
-    summaries = {run_name(m, s): json.loads((out / "runs" / run_name(m, s) / "summary.json").read_text())
-                 for m in models for s in seeds}
-    train_s = sum(v["time_s"] for v in summaries.values())
-    pairs = comparison_pairs(models)
-    md = [f"# {' vs '.join(models)} on the embedded world\n",
-          f"{', '.join(models[:-1])} and {models[-1]}, trained alike ({plan['steps']} steps of {cfg.batch_size} pairs, "
-          f"lr {cfg.lr}, seeds {seeds}) and evaluated on held-out splits. Values are mean ± standard deviation "
-          f"over {len(seeds)} seed(s); a difference is marked significant when it exceeds two pooled standard "
-          "deviations.\n",
-          "## What it shows\n", *[f"- {v}" for v in verdicts(table, models, pairs)], "",
-          "## All metrics\n", *(["Differences beyond 2 sd are in bold.\n"] if len(pairs) > 1 else []),
-          _table(comparison_header(models, pairs), metric_rows(table, models, pairs)), "",
-          *vl_section(out, pairs),
-          "## Training\n", "![curves](figures/curves.png)\n",
-          _table(["run", "steps", "final loss", "val R@1 i→t", "pairs/s", "time (s)"],
-                 [[k, str(v["steps"]), f"{v['final_loss']:.3f}",
-                   f"{(v.get('final_val') or {}).get('i2t_r1', float('nan')):.3f}",
-                   f"{v['pairs_per_s']:.1f}", f"{v['time_s']:.0f}"] for k, v in summaries.items()]), "",
-          "## Zero-shot and compositional accuracy\n", "![zero-shot](figures/zeroshot.png)\n",
-          "![compositional](figures/compositional.png)\n"]
-    if pictures["trees"]:
-        md += [f"## Caption trees of {hier_model} (seed {seeds[0]}), left: induced, right: gold\n"]
-        for caption, pred, gold in pictures["trees"]:
-            md += [f"*{caption}*\n", f"![induced]({pred}) ![gold]({gold})\n"]
-        md += [f"## Image groups of {hier_model}: regions per layer (low → high), and the gold objects\n"]
-        for caption, pred, gold in pictures["groups"]:
-            md += [f"*{caption}*\n", f"![groups]({pred}) ![gold]({gold})\n"]
+    plot_bars(res.table, zs, models, layout.figures / "zeroshot.png", "zero-shot accuracy (embedded world, test split)")
+    plot_bars(res.table, comp, models, layout.figures / "compositional.png",
+              "compositional accuracy (true caption beats every hard negative)", _chance(layout, models[0], seeds[0]))
     env = environment()
-    md += ["## How this was made\n", "```", *cfg.commands, "```\n",
-           f"Steps per run: {plan['steps']}, a fixed plan (the same on every machine"
-           + "".join(f"; measured {s:.2f} s per step of {m}" for m, s in plan["seconds_per_step"].items())
-           + f"). Tree read-outs and image-group layers and thresholds were chosen on the validation split and "
-           f"scored on the test split. Training took {train_s / 60:.1f} min in all; the whole demo {elapsed_s / 60:.1f} min of "
-           "wall time (summed over invocations, when it was interrupted and rerun).\n",
-           "Versions: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "\n",
-           "This is a tiny model on synthetic data: it shows what the method does under control, "
-           "not what it does on YFCC15M.\n"]
+    md = [f"# {' vs '.join(models)} on the embedded world\n", intro(res),
+          "## What it shows\n", *verdict_lines(res), "## All metrics\n", *metrics_table(res),
+          *vl_section(layout, res.pairs),
+          "## Training\n", "![curves](figures/curves.png)\n", training_table(res), "",
+          "## Zero-shot and compositional accuracy\n", "![zero-shot](figures/zeroshot.png)\n",
+          "![compositional](figures/compositional.png)\n",
+          *_pictures(layout),
+          "## How this was made\n", *commands_block(res), *how_made(res, elapsed_s),
+          "Versions: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "\n",
+          "This is a tiny model on synthetic data: it shows what the method does under control, "
+          "not what it does on YFCC15M.\n"]
     text = "\n".join(md)
-    path = out / "report.md"
-    path.write_text(text)
+    layout.report.write_text(text)
     body = markdown.markdown(text, extensions=["tables", "fenced_code"])
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
              "img{max-width:48%;vertical-align:top}")
-    path.with_suffix(".html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>hiclip demo</title>"
-                                         f"<style>{style}</style></head><body>{body}</body></html>")
-    return path
+    layout.report.with_suffix(".html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>hiclip demo</title>"
+        f"<style>{style}</style></head><body>{body}</body></html>")
+    return layout.report

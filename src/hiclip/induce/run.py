@@ -255,27 +255,45 @@ def induce_eval(model: HierarchyModel, transform: Callable, tokenizer: Tokenizer
 def validation_report(model: HierarchyModel, transform: Callable, tokenizer: Tokenizer, n: int = 400, seed: int = 0
                       ) -> dict[str, Any]:
     """Hierarchy scores for ablations, on the validation split only: read-outs chosen on its
-    first half and scored on its second half. Flat keys: ``tree_f1`` (chosen read-out),
-    ``tree_f1_topdown`` (top-down, τ 0.5), ``ari`` (chosen layer and threshold), and the
-    full reports under ``trees`` / ``groups``."""
+    first half and scored on its second half: the flat keys of :func:`flatten_report` and the
+    full report under ``report``."""
     samples = _world_samples(model, "val", n, seed, progress=False)
     tuned = tune_readouts(model, transform, tokenizer, samples[: n // 2])
     report = score_hierarchies(model, transform, tokenizer, samples[n // 2:], tuned, seed=seed)
+    return flatten_report(report) | {"report": report}
+
+
+def flatten_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline scores of a report (:func:`induce_eval`, :func:`score_hierarchies`), flat.
+
+    Trees: ``tree_f1`` (the chosen read-out), ``tree_f1_topdown`` (top-down, τ 0.5), ``readout``,
+    the baselines ``right_branching_f1``, ``left_branching_f1``, ``random_f1``, and ``np_recall``
+    (noun phrases found). Groups with a chosen layer and threshold: ``ari`` there, ``grouping``
+    (the choice: links kind, layer, τ), ``ari_cumulative`` (the best cumulative-link choice),
+    ``colour_ari`` (the no-model colour control), ``blocks_ari`` (the better of the 2×2 and 4×4 block
+    baselines) and ``best_iou`` (the chosen layer at the fixed threshold). Keys of a missing part are absent."""
     flat: dict[str, Any] = {}
     if "trees" in report:
         t = report["trees"]
         flat["tree_f1"] = t["induced"]["corpus_f1"]
         flat["tree_f1_topdown"] = t.get("fixed_readout", t["induced"])["corpus_f1"]
         flat["readout"] = t["readout"]
-        flat["right_branching_f1"] = t["right_branching"]["corpus_f1"]
-        flat["random_f1"] = t["random"]["corpus_f1"]
-    if "groups" in report:
+        for name in ("right_branching", "left_branching", "random"):
+            flat[f"{name}_f1"] = t[name]["corpus_f1"]
+        if "NP" in t.get("label_recall", {}):
+            flat["np_recall"] = t["label_recall"]["NP"]["recall"]
+    if "chosen" in report.get("groups", {}):
         g = report["groups"]
-        flat["ari"] = g["chosen"]["ari"]
-        flat["grouping"] = {k: g["chosen"][k] for k in ("kind", "layer", "threshold")}
-        flat["ari_cumulative"] = g["chosen_cumulative"]["ari"]
-        flat["colour_ari"] = g["baseline_colour"]["ari"]
-    return flat | {"report": report}
+        chosen = g["chosen"]
+        flat["ari"] = chosen["ari"]
+        flat["grouping"] = {k: chosen[k] for k in ("kind", "layer", "threshold") if k in chosen}
+        flat["blocks_ari"] = max(g["baseline_blocks2"]["ari"], g["baseline_blocks4"]["ari"])
+        flat["best_iou"] = g["best_iou"][chosen["layer"]]
+        if "chosen_cumulative" in g:
+            flat["ari_cumulative"] = g["chosen_cumulative"]["ari"]
+        if "baseline_colour" in g:
+            flat["colour_ari"] = g["baseline_colour"]["ari"]
+    return flat
 
 
 def format_report(report: dict[str, Any]) -> str:

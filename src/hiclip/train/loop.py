@@ -81,7 +81,7 @@ class _Run:
         self.objective = Objective(model, cfg, info, self.spec.kind)
         self.train_tf = self.objective.train_transform(self.train_tf)
         if cfg.grad_checkpointing:
-            model.visual.transformer.grad_checkpointing = model.transformer.grad_checkpointing = True
+            model.set_grad_checkpointing()
         self.optimizer = make_optimizer(model, cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps, cfg.weight_decay)
         self.opts = StepOptions(info, autocast_factory(cfg.precision, info.device), make_scaler(cfg.precision),
                                 cfg.local_loss, cfg.gather_with_grad, cfg.grad_clip)

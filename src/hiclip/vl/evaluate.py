@@ -30,18 +30,22 @@ def task_loss(logits: torch.Tensor, targets: torch.Tensor, objective: str) -> to
     return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / logits.shape[0]
 
 
-def summarise(scores: list[float], qtypes: list[str]) -> dict[str, float]:
-    """``accuracy`` and ``accuracy_<type>`` (module docstring) of per-example scores."""
-    if not scores:
-        raise ValueError("no example was evaluated (every image unreadable, or an empty split)")
-    by_type: dict[str, list[float]] = defaultdict(list)
+def scores_by_metric(scores: list, qtypes: list[str]) -> dict[str, list]:
+    """The per-example values (scores, or example ids) behind each metric: ``accuracy`` (all) and
+    ``accuracy_<type>`` (module docstring), in example order."""
+    by_type: dict[str, list] = defaultdict(list)
     for s, q in zip(scores, qtypes):
         by_type[q].append(s)
         if "/" in q:
             by_type[q.split("/")[0]].append(s)
-    out = {"accuracy": sum(scores) / len(scores)}
-    out.update({f"accuracy_{q}": sum(v) / len(v) for q, v in sorted(by_type.items())})
-    return out
+    return {"accuracy": list(scores), **{f"accuracy_{q}": v for q, v in sorted(by_type.items())}}
+
+
+def summarise(scores: list[float], qtypes: list[str]) -> dict[str, float]:
+    """``accuracy`` and ``accuracy_<type>`` (module docstring) of per-example scores."""
+    if not scores:
+        raise ValueError("no example was evaluated (every image unreadable, or an empty split)")
+    return {k: sum(v) / len(v) for k, v in scores_by_metric(scores, qtypes).items()}
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .readers import field, read_jsonl
-from .tasks import VLTask
+from .task_base import VLTask
 from .world_ve import LABELS
 
 FILES = {"train": "snli_ve_train.jsonl", "val": "snli_ve_dev.jsonl", "test": "snli_ve_test.jsonl"}

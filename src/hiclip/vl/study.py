@@ -6,7 +6,10 @@ VQA and visual-entailment tasks and compare them, with text-only baselines.
 with the same budget, data and options, its seed as the fine-tuning seed, then evaluated on
 the test and held-out splits. The recipe (every field of :class:`VLStudyConfig` but where and
 how fast it runs) is stored in ``cfg.out/recipe.json``; continuing with another is an error.
-Runs live in ``cfg.out/<label>-s<seed>/<task>/``; a rerun skips finished evaluations and resumes unfinished fine-tuning. The returned ``table`` maps a
+Runs live in ``cfg.out/<label>-s<seed>/<task>/`` (:func:`run_folder`), with the per-example
+predictions of their test and held-out scoring beside the results (:func:`item_scores`, for
+paired comparisons of single runs); a rerun skips finished evaluations and resumes unfinished
+fine-tuning. The returned ``table`` maps a
 metric label ("world-vqa acc: colour") to ``{label: [value per seed]}``, the layout of the
 demo report's tables; ``baselines`` maps the same labels to the question-only /
 hypothesis-only accuracy (``hiclip.vl.baselines``), which does not depend on the model.
@@ -19,9 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..eval.comparison import comparison_header, comparison_rows, markdown_table
+from ..checkpoint import run_name
+from ..eval.comparison import Items, comparison_header, comparison_rows, markdown_table
 from .baselines import text_only_baseline
 from .config import FinetuneConfig
+from .evaluate import scores_by_metric
 from .finetune import finetune
 from .run import evaluate_checkpoint
 from .tasks import load_task
@@ -62,9 +67,35 @@ def _label(task: str, split: str, key: str) -> str:
     return f"{task} {what}" + (" (held-out combos)" if split == "holdout" else "")
 
 
+def _labels(task: str, split: str, metrics: dict) -> dict[str, str]:
+    """The metric keys a study reports for a split (per type on the test split only) -> their labels."""
+    return {k: _label(task, split, k) for k in metrics
+            if k == "accuracy" or (k.startswith("accuracy_") and split == "test")}
+
+
 def _flatten(task: str, split: str, metrics: dict[str, float]) -> dict[str, float]:
-    keys = [k for k in metrics if k == "accuracy" or (k.startswith("accuracy_") and split == "test")]
-    return {_label(task, split, k): metrics[k] for k in keys}
+    return {label: metrics[k] for k, label in _labels(task, split, metrics).items()}
+
+
+def run_folder(out: str | Path, label: str, seed: int, task: str) -> Path:
+    """Where a study keeps the fine-tuning of ``label``'s ``seed`` on ``task``."""
+    return Path(out) / run_name(label, seed) / task
+
+
+def item_scores(folder: Path, task: str) -> dict[str, dict[str, float]]:
+    """Per-example scores of one finished run (``folder``: :func:`run_folder`), by the metric labels
+    of its table: label -> {example id (as JSON): score}; {} for a run without prediction files
+    (one of an earlier version)."""
+    out: dict[str, dict[str, float]] = {}
+    for split in SPLITS:
+        for path in sorted(folder.glob(f"{task.split(':')[0]}-{split}_*.predictions.jsonl")):
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+            types = [r["type"] for r in rows]
+            ids = scores_by_metric([json.dumps(r["id"]) for r in rows], types)
+            scores = scores_by_metric([r["score"] for r in rows], types)
+            for key, label in _labels(task, split, scores).items():
+                out[label] = dict(zip(ids[key], scores[key]))
+    return out
 
 
 def _one_run(model: str, seed: int, task: str, cfg: VLStudyConfig, out: Path) -> tuple[dict[str, float], float | None]:
@@ -86,7 +117,8 @@ def _one_run(model: str, seed: int, task: str, cfg: VLStudyConfig, out: Path) ->
     flat: dict[str, float] = {}
     for split in SPLITS:
         metrics = evaluate_checkpoint(summary["checkpoint"], split, samples=cfg.eval_samples,
-                                      batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device)
+                                      batch_size=cfg.batch_size, workers=cfg.workers, device=cfg.device,
+                                      predictions=True)
         flat.update(_flatten(task, split, metrics))
     seconds = time.monotonic() - started
     done.write_text(json.dumps({"metrics": flat, "time_s": seconds}, indent=2))
@@ -144,7 +176,7 @@ def run_vl_study(checkpoints: dict[str, dict[int, str]], cfg: VLStudyConfig = VL
     for label, by_seed in checkpoints.items():
         for seed, model in sorted(by_seed.items()):
             for task in cfg.tasks:
-                metrics, seconds = _one_run(str(model), seed, task, cfg, out / f"{label}-s{seed}" / task)
+                metrics, seconds = _one_run(str(model), seed, task, cfg, run_folder(out, label, seed, task))
                 times.append(seconds)
                 for metric, value in metrics.items():
                     table.setdefault(metric, {}).setdefault(label, []).append(value)
@@ -155,12 +187,30 @@ def run_vl_study(checkpoints: dict[str, dict[int, str]], cfg: VLStudyConfig = VL
     return result
 
 
-def format_study(result: dict[str, Any], pairs: list[tuple[str, str]] | None = None) -> str:
+def format_study(result: dict[str, Any], pairs: list[tuple[str, str]] | None = None, items: Items | None = None) -> str:
     """A markdown table: metric, each label's mean ± sd over seeds, the text-only baseline, and the
-    difference of every pair (a, b) with the 2-sd rule (:mod:`hiclip.eval.comparison`); ``pairs``
+    difference of every pair (a, b) with the 2-sd rule and its p-value (:mod:`hiclip.eval.comparison`;
+    ``items``: per-example scores of single-seed runs, for a paired bootstrap); ``pairs``
     defaults to (first, second) for two labels, none otherwise."""
     labels = list(result["seeds"])
     if pairs is None:
         pairs = [(labels[0], labels[1])] if len(labels) == 2 else []
     return markdown_table(comparison_header(labels, pairs, baseline="text only"),
-                          comparison_rows(result["table"], labels, pairs, baselines=result["baselines"]), left=1)
+                          comparison_rows(result["table"], labels, pairs, baselines=result["baselines"], items=items),
+                          left=1)
+
+
+def study_items(out: str | Path, result: dict[str, Any]) -> Items:
+    """Per-example scores of the labels run with one seed only, aligned on the examples every such
+    run scored: metric label -> label -> scores (:data:`hiclip.eval.comparison.Items`)."""
+    single = {label: seeds[0] for label, seeds in result["seeds"].items() if len(seeds) == 1}
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    for label, seed in single.items():
+        for task in result["config"]["tasks"]:
+            for metric, scores in item_scores(run_folder(out, label, seed, task), task).items():
+                found.setdefault(metric, {})[label] = scores
+    items: Items = {}
+    for metric, by_label in found.items():
+        common = sorted(set.intersection(*(set(s) for s in by_label.values())))
+        items[metric] = {label: [s[i] for i in common] for label, s in by_label.items()}
+    return items

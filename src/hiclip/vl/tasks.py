@@ -1,6 +1,8 @@
 """Vision-language tasks as map-style splits, and ``load_task`` from a task spec.
 
-Every split (``VLTask``) answers, for example ``i``: ``text(i)`` (question or hypothesis),
+The base class :class:`VLTask` and the table of task names (kinds, splits) live in
+:mod:`hiclip.vl.task_base`, which the readers (:mod:`vqa2`, :mod:`snli_ve`) and this module
+build on. Every split (``VLTask``) answers, for example ``i``: ``text(i)`` (question or hypothesis),
 ``qtype(i)`` (its type, for per-type accuracy), ``image(i)`` (RGB PIL image; raises
 ``hiclip.data.skips.Skip`` when unreadable), ``target(i)`` (the training target) and
 ``score(i, answer)`` (the accuracy of a predicted answer string). ``answers`` is the
@@ -12,69 +14,16 @@ Task specs: ``world-vqa``, ``world-ve`` (splits train / val / test / holdout),
 """
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from PIL import Image
 
-from ..data.images import load_image
+from .snli_ve import SnliVeTask
+from .task_base import KINDS, TASK_HELP, WORLD_TASKS, VLTask, task_splits
+from .vqa2 import VQA2Task
 from .world_base import WorldExample, scene_world
 from .world_ve import LABELS, make_hypothesis
 from .world_vqa import ANSWERS, make_question
-
-WORLD_TASKS = ("world-vqa", "world-ve")
-KINDS = {"world-vqa": "vqa", "world-ve": "visual_entailment", "vqa2": "vqa", "snli-ve": "visual_entailment"}
-TASK_HELP = ("world-vqa | world-ve (the embedded world; splits train/val/test/holdout), "
-             "vqa2:ROOT (VQA v2 JSONs + COCO images; train/val), snli-ve:ROOT (SNLI-VE jsonl + Flickr30k; "
-             "train/val/test)")
-
-
-class VLTask:
-    """One split of a task (see the module docstring); subclasses fill in the examples."""
-
-    name: str = ""
-    split: str = ""
-    answers: list[str] = []
-    objective: str = "ce"
-
-    @property
-    def kind(self) -> str:
-        """"vqa" or "visual_entailment"."""
-        return KINDS[self.name.split(":")[0]]
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def text(self, i: int) -> str:
-        raise NotImplementedError
-
-    def qtype(self, i: int) -> str:
-        raise NotImplementedError
-
-    def image(self, i: int) -> Image.Image:
-        """The RGB image of example ``i`` (the one place VL tasks read image files)."""
-        return load_image(str(self.image_path(i)))
-
-    def image_path(self, i: int) -> Path:
-        raise NotImplementedError
-
-    def gold(self, i: int) -> Any:
-        """The reference answer(s) of example ``i``, as written in prediction files."""
-        raise NotImplementedError
-
-    def example_id(self, i: int) -> Any:
-        return i
-
-    def target(self, i: int) -> int | dict[int, float]:
-        return self._index[self.gold(i)]
-
-    def score(self, i: int, answer: str) -> float:
-        return float(answer == self.gold(i))
-
-    @functools.cached_property
-    def _index(self) -> dict[str, int]:
-        return {a: n for n, a in enumerate(self.answers)}
 
 
 class WorldTask(VLTask):
@@ -118,14 +67,6 @@ class WorldTask(VLTask):
         return self.world[self.example(i).scene].image
 
 
-def task_splits(spec: str) -> tuple[str, ...]:
-    """The splits a task has (VQA v2's test answers are not public)."""
-    head = spec.split(":", 1)[0]
-    if head in WORLD_TASKS:
-        return ("train", "val", "test", "holdout")
-    return ("train", "val") if head == "vqa2" else ("train", "val", "test")
-
-
 def load_task(spec: str, split: str, image_size: int, world_samples: int | None = None, seed: int = 0,
               answers: Sequence[str] | None = None) -> VLTask:
     """The ``split`` of task ``spec`` (module docstring).
@@ -143,10 +84,8 @@ def load_task(spec: str, split: str, image_size: int, world_samples: int | None 
         size = world_samples if world_samples is not None else (20_000 if split == "train" else 1_000)
         task: VLTask = WorldTask(head, split, size, image_size, seed)
     elif head == "vqa2":
-        from .vqa2 import VQA2Task  # deferred: vqa2 and snli_ve import VLTask from here (a cycle)
         task = VQA2Task(root, split, answers)
     else:
-        from .snli_ve import SnliVeTask
         task = SnliVeTask(root, split)
     if answers is not None and list(answers) != list(task.answers):
         raise ValueError(f"the model's {len(answers)} classes differ from task {spec!r}'s {len(task.answers)}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .readers import field, list_field, read_json
-from .tasks import VLTask
+from .task_base import VLTask
 from .vqa_eval import normalize_answer, vqa_accuracy
 
 MIN_COUNT = 9

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import os
+import select
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -180,20 +181,23 @@ def _chosen(argv: Sequence[str]) -> list[str]:
     return [a for a in argv if not a.startswith("-")][:1]
 
 
-def _replayed(parser: argparse.ArgumentParser, command: argparse.ArgumentParser, args: argparse.Namespace,
-              argv: list[str]) -> argparse.Namespace:
-    try:
-        return replay_config(command, args, lambda: parser.parse_args(argv))
-    except ValueError as e:
-        command.error(str(e))  # usage and one line, status 2
+def _parse(parser: argparse.ArgumentParser, command: argparse.ArgumentParser | None,
+           argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed by ``parser``, after ``command`` (the chosen one's parser) took a ``--config`` file."""
+    if command is not None:
+        try:
+            replay_config(command, argv)
+        except ValueError as e:
+            command.error(str(e))  # usage and one line, status 2
+    return parser.parse_args(argv)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """``argv`` parsed, with ``--config FILE`` replayed where the command has it (argparse errors exit 2)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, subparsers = _build(_chosen(argv))
-    args = parser.parse_args(argv)
-    return _replayed(parser, subparsers[args.command], args, argv)
+    chosen = _chosen(argv)
+    parser, subparsers = _build(chosen)
+    return _parse(parser, subparsers.get(chosen[0]) if chosen else None, argv)
 
 
 def parse_command(name: str, argv: Sequence[str] | None, prog: str, description: str) -> argparse.Namespace:
@@ -202,30 +206,37 @@ def parse_command(name: str, argv: Sequence[str] | None, prog: str, description:
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=c.epilog)
     _build_options(parser, c)
     parser.set_defaults(_command=c)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return _replayed(parser, parser, parser.parse_args(argv), argv)
+    return _parse(parser, parser, list(sys.argv[1:] if argv is None else argv))
 
 
 def _stdout_closed() -> bool:
     """Whether stdout's reader has gone (a BrokenPipeError from elsewhere, e.g. a worker's pipe, is a real error)."""
     try:
-        sys.stdout.flush()
-    except BrokenPipeError:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or no real stdout: trust the error
         return True
-    return False
+
+
+def _diverged(e: Exception) -> bool:
+    """Whether ``e`` is the training loop's TrainingDiverged (its module is heavy: not imported to ask)."""
+    loop = sys.modules.get("hiclip.train.loop")
+    return loop is not None and isinstance(e, loop.TrainingDiverged)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        from .train import TrainingDiverged  # heavy, so imported only once a command runs
         try:
             code = args._command.target()(args)
         except (ValueError, FileNotFoundError) as e:
             print(f"hiclip {args.command}: error: {e}", file=sys.stderr)
             return 2
-        except TrainingDiverged as e:  # train, finetune
+        except Exception as e:
+            if not _diverged(e):  # train, finetune: TrainingDiverged
+                raise
             print(f"hiclip {args.command}: error: {e}", file=sys.stderr)
             return 3
         sys.stdout.flush()  # a closed pipe shows here, not at exit

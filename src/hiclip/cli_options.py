@@ -12,8 +12,8 @@ shows nothing). A field without a default is a required option; a bool is a flag
 ``aliases`` adds other spellings of a field's flag (open_clip's, for ``hiclip train``).
 
 ``--config FILE`` (:func:`add_config_option`, :func:`replay_config`) replays a JSON file of field
-values, such as the ``run_config.json`` of a training run: its values become the defaults, so the
-flags given on the command line still override them.
+values, such as the ``run_config.json`` of a training run: its values become the defaults before the
+command line is parsed, so the flags given there still override them.
 """
 from __future__ import annotations
 
@@ -105,14 +105,18 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
                              "name): its values replace the defaults; the flags given here override them")
 
 
-def replay_config(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                  reparse: typing.Callable[[], argparse.Namespace]) -> argparse.Namespace:
-    """``args`` again with ``args.config_file``'s values as ``parser``'s defaults: ``reparse()`` parses
-    the same command line once more (explicit flags win, even when equal to a built-in default).
-    Raises ValueError on an unreadable file or a key that is not an option of ``parser``."""
-    path = getattr(args, CONFIG_DEST, None)
+def replay_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """If ``parser`` has ``--config`` and ``argv`` names a file with it, make the file's values ``parser``'s
+    defaults before ``argv`` is parsed, so explicit flags win (even when equal to a built-in default) and
+    required options may come from the file. ValueError: an unreadable file, or a key that is not an
+    option of ``parser``."""
+    if not any(a.dest == CONFIG_DEST for a in parser._actions):
+        return
+    find = argparse.ArgumentParser(add_help=False)
+    find.add_argument("--config", dest=CONFIG_DEST)
+    path = getattr(find.parse_known_args(list(argv))[0], CONFIG_DEST)
     if not path:
-        return args
+        return
     values = read_run_config(path)
     actions = {a.dest: a for a in parser._actions if a.dest != CONFIG_DEST}
     unknown = sorted(set(values) - set(actions))
@@ -121,4 +125,3 @@ def replay_config(parser: argparse.ArgumentParser, args: argparse.Namespace,
     for name in values:
         actions[name].required = False  # a required option may come from the file
     parser.set_defaults(**values)
-    return reparse()

@@ -8,13 +8,28 @@ finetune and finetune-eval (tests/vl/test_finetune.py), eval --benchmark / --com
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.metadata
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
+import torch
 
-from hiclip import list_models
-from hiclip.cli import build_parser, main
+from hiclip import factory, list_models
+from hiclip.cli import COMMANDS, build_parser, main, parse_args, parse_command
+from hiclip.cli_options import config_from_args
+from hiclip.commands.common import device
+from hiclip.train import TrainConfig
+
+HEAVY = ("torch", "open_clip", "sklearn", "nltk")
+# commands whose option dataclass lives in a module that imports torch today: TrainConfig (train/config.py
+# imports hiclip.data.*, whose package imports torch; hiclip/train/__init__ imports the loop), FinetuneConfig
+# (vl/config.py imports vl/model.py), EvalSettings (eval/run.py), DemoConfig (demo/pipeline.py)
+HEAVY_OPTIONS = {"eval", "demo", "train", "finetune"}
 
 # trains on the embedded world in well under a second a step: CLIP's tokenizer, 16-pixel images
 TINY_WORLD = {"embed_dim": 16,
@@ -89,7 +104,115 @@ def test_train_two_steps_then_refuse_to_overwrite(tmp_path, capsys):
     assert main(args) == 0
     assert "training completed: step 2/2" in capsys.readouterr().out
     assert (tmp_path / "run" / "checkpoints" / "latest.pt").is_file()
+    saved = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    assert saved == dataclasses.asdict(config_from_args(parse_args(args), TrainConfig))  # every option, resolved
     _fails_cleanly(main(args), capsys, "train", "already holds checkpoints")
+    _replay_reproduces_the_options(tmp_path / "run" / "run_config.json", TrainConfig(**saved), capsys)
+
+
+def _replay_reproduces_the_options(path, cfg: TrainConfig, capsys) -> None:
+    """``train --config`` gives the run's options; flags override them, even when equal to the default."""
+    assert config_from_args(parse_args(["train", "--config", str(path)]), TrainConfig) == cfg
+    standalone = parse_command("train", ["--config", str(path)], "python -m hiclip.train", "")
+    assert config_from_args(standalone, TrainConfig) == cfg
+    changed = path.with_name("changed.json")
+    changed.write_text(json.dumps(dataclasses.asdict(cfg) | {"lr": 1e-3, "weight_decay": 0.05}))
+    args = parse_args(["train", "--config", str(changed), "--lr", "5e-4", "--wd", "0.2", "--steps", "7"])
+    assert config_from_args(args, TrainConfig) == dataclasses.replace(cfg, lr=5e-4, weight_decay=0.2, steps=7)
+    assert TrainConfig.lr == 5e-4 and TrainConfig.weight_decay == 0.2  # so the flags above equal the defaults
+    changed.write_text(json.dumps({"output_dir": "o", "learning_rate": 1.0}))
+    with pytest.raises(SystemExit) as done:
+        parse_args(["train", "--config", str(changed)])
+    assert done.value.code == 2 and "not options of this command: learning_rate" in capsys.readouterr().err
+
+
+def test_open_clip_spellings_set_the_same_options(capsys):
+    args = parse_args(["train", "--output-dir", "o", "--train-data", "a.csv::b.csv", "--csv-separator", ";",
+                       "--wd", "0.1", "--warmup", "3", "--grad-clip-norm", "1.5"])
+    cfg = config_from_args(args, TrainConfig)
+    assert (cfg.data, cfg.csv_sep, cfg.weight_decay, cfg.warmup_steps, cfg.grad_clip) == ("a.csv::b.csv", ";", 0.1,
+                                                                                          3, 1.5)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--weight-decay WEIGHT_DECAY, --wd WEIGHT_DECAY" in text and "open_clip's spellings are accepted" in text
+
+
+def test_every_device_option_defaults_to_auto_and_auto_resolves_once():
+    for name, parser in _subcommands().items():
+        for action in parser._actions:
+            if action.dest == "device":
+                assert action.default == "auto", name
+    assert {"train", "eval", "parse", "groups", "induce-eval", "finetune", "finetune-eval", "demo"} <= {
+        name for name, p in _subcommands().items() if any(a.dest == "device" for a in p._actions)}
+    assert device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu") and device("cpu") == "cpu"
+
+
+@pytest.mark.parametrize("command", ["parse", "groups", "induce-eval", "eval"])
+@pytest.mark.parametrize("weights", [False, True])
+def test_random_weights_are_named_in_one_warning_line(command, weights, tmp_path, capsys, monkeypatch):
+    def stop(*a, **k):
+        raise ValueError("stopped before loading")
+
+    monkeypatch.setattr(factory, "load_for_inference", stop)
+    argv = {"parse": ["parse", "a cat"], "groups": ["groups", str(tmp_path / "x.png")], "induce-eval": ["induce-eval"],
+            "eval": ["eval"]}[command] + ["--model", "HiCLIP-Tiny"] + (["--pretrained", "w.pt"] if weights else [])
+    assert main(argv + ["--device", "cpu"]) == 2
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ([] if weights else [f"hiclip {command}: warning: HiCLIP-Tiny has random weights (no "
+                                            "checkpoint given); pass a checkpoint as --model, or --pretrained "
+                                            "FILE, for a trained model"])
+
+
+def _python(code: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_help_and_argparse_errors_import_nothing_heavy():
+    light = sorted(c.name for c in COMMANDS if c.name not in HEAVY_OPTIONS)
+    assert "parse" in light and "prepare" in light
+    code = f"""if True:
+        import json, sys
+        from hiclip.cli import main
+        codes = {{}}
+        for argv in [["--help"], ["--version"], ["no-such-command"], ["parse"], ["parse", "--threshold", "x", "a"],
+                     ["prepare", "a.csv"]] + [[name, "--help"] for name in {light!r}]:
+            try:
+                codes[" ".join(argv)] = main(argv)
+            except SystemExit as e:
+                codes[" ".join(argv)] = e.code
+        print(json.dumps({{"codes": codes, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
+    """
+    done = _python(code)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == [], report
+    assert {k: v for k, v in report["codes"].items() if v != 0} == {
+        "no-such-command": 2, "parse": 2, "parse --threshold x a": 2, "prepare a.csv": 2}
+    assert "invalid float value: 'x'" in done.stderr and "required: --out" in done.stderr
+
+
+def test_version_is_the_package_metadata_and_python_m_hiclip_runs(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    expected = f"hiclip {importlib.metadata.version('hiclip')}"
+    assert capsys.readouterr().out.strip() == expected
+    run = subprocess.run([sys.executable, "-m", "hiclip", "--version"], capture_output=True, text=True, timeout=600)
+    assert (run.returncode, run.stdout.strip()) == (0, expected)
+
+
+@pytest.mark.parametrize("argv, status", [(["--help"], 0), (["models"], 141)])
+def test_a_closed_stdout_pipe_ends_quietly(argv, status):
+    """The reader is gone before the first write (``hiclip models | head -0``), so every write fails:
+    no traceback; status 141 as after SIGPIPE (argparse's --help ignores a failed write itself: 0)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        run = subprocess.run([sys.executable, "-m", "hiclip", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                             text=True, timeout=600)
+    finally:
+        os.close(write_end)
+    assert run.returncode == status and run.stderr == "", run.stderr
 
 
 def _fails_cleanly(code: int, capsys, command: str, message: str) -> None:

@@ -56,3 +56,48 @@ def test_bad_command_lines_are_argparse_errors(argv, capsys):
     with pytest.raises(SystemExit) as done:
         parser().parse_args(argv)
     assert done.value.code == 2 and "example: error:" in capsys.readouterr().err
+
+
+@dataclass(kw_only=True)
+class WithPositional:
+    files: tuple[str, ...] = field(metadata={"help": "inputs", "positional": True})
+    weight_decay: float = option(0.2, "decay")
+
+
+def test_positional_fields_and_aliases():
+    p = argparse.ArgumentParser(prog="example")
+    add_options(p, WithPositional, aliases={"weight_decay": ("--wd",), "not_a_field": ("--x",)})
+    assert config_from_args(p.parse_args(["a", "b", "--wd", "0.1"]), WithPositional) == WithPositional(
+        files=("a", "b"), weight_decay=0.1)
+    assert config_from_args(p.parse_args(["a", "--weight-decay", "0.3"]), WithPositional).weight_decay == 0.3
+    assert "--x" not in p.format_help()
+
+
+def test_light_option_defaults_agree_with_the_library():
+    """The light option dataclasses repeat library defaults (to avoid importing torch); they must not drift."""
+    import inspect
+
+    from hiclip.commands import options as o
+    from hiclip.data import csvdata
+    from hiclip.data.images import DEFAULT_MAX_PIXELS
+    from hiclip.data.prepare import prepare
+    from hiclip.induce.run import induce_eval
+    from hiclip.induce.trees import METHODS, Readout
+    from hiclip.vl import evaluate_checkpoint
+
+    def defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+    r, parse = Readout(), o.ParseOptions(captions=("a",))
+    assert (parse.readout, parse.threshold, parse.down, parse.side, parse.min_layer, parse.flat) == (
+        r.method, r.threshold, r.down, r.side, r.min_layer, r.flat)
+    assert o.READOUT_METHODS == METHODS and o.PIL_MAX_PIXELS == DEFAULT_MAX_PIXELS
+    d, prep = defaults(prepare), o.PrepareOptions(csv=("a.csv",), out="o")
+    assert (prep.size, prep.csv_img_key, prep.csv_caption_key, prep.csv_sep, prep.max_pixels, prep.samples_per_shard,
+            prep.quality, prep.workers) == (d["size"], csvdata.IMAGE_KEY, csvdata.CAPTION_KEY, d["sep"],
+                                            d["max_pixels"], d["samples_per_shard"], d["quality"], d["workers"])
+    d, ie = defaults(induce_eval), o.InduceEvalOptions()
+    assert (ie.n, ie.threshold, ie.seed, ie.split, ie.tune_split, ie.tune_n) == (
+        d["n"], d["threshold"], d["seed"], d["split"], d["tune_split"], d["tune_n"])
+    d, fe = defaults(evaluate_checkpoint), o.FinetuneEvalOptions(checkpoint="c")
+    assert (fe.split, fe.batch_size, fe.workers, fe.device) == (d["split"], d["batch_size"], d["workers"], d["device"])

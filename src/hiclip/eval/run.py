@@ -183,17 +183,16 @@ def run_task(task: str, name: str, model: ImageTextModel, transform: Callable, t
 def evaluate_model(model: ImageTextModel, transform: Callable, tokenizer: Callable, *, model_name: str,
                    pretrained: str | None, tasks: Sequence[str] = TASKS,
                    datasets: Sequence[str] = ("world",), output_dir: str | Path = OUTPUT_DIR,
-                   verbose: bool = True, skip_missing: bool = False, **options: Any) -> list[dict[str, Any]]:
+                   verbose: bool = True, skip_missing: bool = False, settings: EvalSettings | None = None,
+                   **options: Any) -> list[dict[str, Any]]:
     """Run every task on every dataset it supports with a loaded model (eval transform,
     tokenizer); write one JSON each under ``output_dir``; return the records. With
-    ``skip_missing`` a standard dataset whose files are absent is listed, not an error."""
+    ``skip_missing`` a standard dataset whose files are absent is listed, not an error.
+    ``settings``, or else ``options`` (its fields as keywords), set the :class:`EvalSettings`."""
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"unknown task(s) {unknown or tasks}; expected some of {list(TASKS)}")
-    try:
-        s = EvalSettings(**options)
-    except TypeError as err:
-        raise ValueError(f"unknown evaluation option: {err}") from err
+    s = _settings(settings, options)
     jobs = []
     for task in tasks:
         for spec in datasets:
@@ -227,6 +226,18 @@ def evaluate_model(model: ImageTextModel, transform: Callable, tokenizer: Callab
     return records
 
 
+def _settings(settings: EvalSettings | None, options: dict[str, Any]) -> EvalSettings:
+    """``settings`` as given, or built from keyword ``options`` (not both)."""
+    if settings is not None:
+        if options:
+            raise ValueError(f"pass settings or keyword options, not both (got {sorted(options)})")
+        return settings
+    try:
+        return EvalSettings(**options)
+    except TypeError as err:
+        raise ValueError(f"unknown evaluation option: {err}") from err
+
+
 def load_model(model: str | None, pretrained: str | None, device: str = "cpu"
                ) -> tuple[HiCLIP, Callable, Callable, str, str | None]:
     """(model, eval transform, tokenizer, model name, weights file) from the hiclip factory. ``model`` may
@@ -243,31 +254,32 @@ def load_model(model: str | None, pretrained: str | None, device: str = "cpu"
 
 def run_eval(model: str | None, pretrained: str | None = None, tasks: Sequence[str] = TASKS,
              datasets: Sequence[str] = ("world",), output_dir: str | Path = OUTPUT_DIR, verbose: bool = True,
-             **options: Any) -> list[dict[str, Any]]:
-    """Evaluate a hiclip model (name and/or checkpoint path) on tasks x datasets; other
-    keyword options are the fields of :class:`EvalSettings` (``batch_size``, ``device``...).
+             settings: EvalSettings | None = None, **options: Any) -> list[dict[str, Any]]:
+    """Evaluate a hiclip model (name and/or checkpoint path) on tasks x datasets with ``settings``,
+    or else keyword options, the fields of :class:`EvalSettings` (``batch_size``, ``device``...).
     Returns the result records."""
-    device = options.get("device", EvalSettings.device)
-    net, transform, tokenizer, name, weights = load_model(model, pretrained, device)
+    s = _settings(settings, options)
+    net, transform, tokenizer, name, weights = load_model(model, pretrained, s.device)
     return evaluate_model(net, transform, tokenizer, model_name=name, pretrained=weights,
-                          tasks=tasks, datasets=datasets, output_dir=output_dir, verbose=verbose, **options)
+                          tasks=tasks, datasets=datasets, output_dir=output_dir, verbose=verbose, settings=s)
 
 
 def run_benchmark(model: str | None, pretrained: str | None = None, suite: str = "paper",
-                  output_dir: str | Path = OUTPUT_DIR, verbose: bool = True, **options: Any
-                  ) -> tuple[list[dict[str, Any]], str]:
+                  output_dir: str | Path = OUTPUT_DIR, verbose: bool = True, settings: EvalSettings | None = None,
+                  **options: Any) -> tuple[list[dict[str, Any]], str]:
     """Zero-shot classification on the datasets of ``suite`` that are present under
     ``dataset_root`` (the others are listed); writes the JSONs and ``benchmark_{suite}.csv`` /
     ``.md`` (one column per dataset and the average) to ``output_dir``. -> (records, Markdown)."""
     if suite not in SUITES:
         raise ValueError(f"unknown benchmark {suite!r}; expected one of {list(SUITES)}")
-    net, transform, tokenizer, name, weights = load_model(model, pretrained, options.get("device", EvalSettings.device))
+    s = _settings(settings, options)
+    net, transform, tokenizer, name, weights = load_model(model, pretrained, s.device)
     records = evaluate_model(net, transform, tokenizer, model_name=name, pretrained=weights,
                              tasks=("zeroshot_classification",), datasets=SUITES[suite], output_dir=output_dir,
-                             verbose=verbose, skip_missing=True, **options)
+                             verbose=verbose, skip_missing=True, settings=s)
     if not records:
         raise ValueError(f"none of the {len(SUITES[suite])} datasets of benchmark {suite!r} is under "
-                         f"--dataset-root {options.get('dataset_root')}")
+                         f"--dataset-root {s.dataset_root}")
     csv_path, md_path, text = write_benchmark(records, SUITES[suite], output_dir, f"benchmark_{suite}")
     if verbose:
         print(f"\n{text}\n\nwrote {csv_path} and {md_path}")

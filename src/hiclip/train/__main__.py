@@ -5,25 +5,25 @@ Errors the user can fix print one line and exit with status 2; a diverged loss e
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 
-from hiclip.cli_options import add_options, config_from_args
+from hiclip.cli import parse_command
+from hiclip.cli_options import config_from_args
 from hiclip.train import TrainConfig, TrainingDiverged, format_summary, train
+
+PROG = "python -m hiclip.train"
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m hiclip.train", description="Contrastive pretraining "
-                                     "(the options of `hiclip train`); run it under torchrun for several processes.")
-    add_options(parser, TrainConfig)
-    args = parser.parse_args(argv)
+    args = parse_command("train", argv, PROG, "Contrastive pretraining (the options of `hiclip train`); run it "
+                         "under torchrun for several processes.")
     try:
         summary = train(config_from_args(args, TrainConfig))
     except (ValueError, FileNotFoundError, TrainingDiverged) as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 3 if isinstance(e, TrainingDiverged) else 2
     if os.environ.get("RANK", "0") == "0":
         print(format_summary(summary))

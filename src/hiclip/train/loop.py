@@ -16,6 +16,7 @@ from ..checkpoint import Checkpoint, RunPaths, rng_state, set_rng_state
 from ..config import ModelCfg
 from ..data import loader as data_loader
 from ..factory import create_model_and_transforms, get_tokenizer, load_config
+from ..run_config import write_run_config
 from .config import TrainConfig
 from .distributed import DistInfo, all_gather_objects, any_rank, barrier, cleanup, init_distributed, mean_over_ranks
 from .evaluate import validate
@@ -160,6 +161,7 @@ class _Run:
         main = self.info.is_main
         if main:
             self.paths.remove_partial_files()
+            write_run_config(self.cfg, self.out)
         self.metrics = MetricsWriter(self.out, self.step, self.cfg.tensorboard, self.objective.terms) if main else None
         start_step, started = self.step, time.monotonic()
         self.last_val: dict[str, float] | None = None

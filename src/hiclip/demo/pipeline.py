@@ -18,6 +18,7 @@ import torch
 from .. import factory
 from ..config import option
 from ..checkpoint import RunPaths, run_name
+from ..runlock import folder_lock
 from ..eval.run import evaluate_model
 from ..induce.run import induce_eval
 from ..train.config import TrainConfig
@@ -171,8 +172,12 @@ def _stage(n: int, total: int, what: str) -> None:
 
 def run_demo(cfg: DemoConfig) -> Path:
     """Run (or continue) the demo; returns the path of ``report.md``."""
+    with folder_lock(cfg.out):  # one writer per demo folder
+        return _run_demo(cfg)
+
+
+def _run_demo(cfg: DemoConfig) -> Path:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     plan = _load_plan(cfg, out / "plan.json")
     steps = plan["steps"]

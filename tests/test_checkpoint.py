@@ -1,4 +1,5 @@
 """hiclip.checkpoint: refusing code-carrying files, old files, RNG states, safetensors, run layout."""
+import errno
 import pickle
 import random
 
@@ -123,3 +124,59 @@ def test_run_paths(tmp_path):
     assert run.resolve_resume("latest") is None and run.step_checkpoints() == []
     with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
         run.resolve_resume(str(tmp_path / "nope.pt"))
+
+
+def _run_with_steps(tmp_path, steps=(1, 2, 3), keep=2) -> ckpt.RunPaths:
+    run = ckpt.RunPaths(tmp_path)
+    for step in steps:
+        run.save(ckpt.Checkpoint("m", {}, {"w": torch.full((2000,), float(step))}, step=step), keep=keep)
+    return run
+
+
+class _FullDisk:
+    """A binary file that takes ``room`` bytes, then fails each write with ENOSPC (as a full disk)."""
+
+    def __init__(self, f, room: int):
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    run = _run_with_steps(tmp_path)
+    before = {p.name: p.read_bytes() for p in run.checkpoints.iterdir()}
+    real_fdopen = ckpt.os.fdopen
+    monkeypatch.setattr(ckpt.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode), room=3000))
+    with pytest.raises(ckpt.CheckpointWriteError) as e:
+        run.save(ckpt.Checkpoint("m", {}, {"w": torch.zeros(2000)}, step=4), keep=2)
+    assert str(e.value) == (f"cannot write {run.step(4)}: no space left on device; the partial file was removed "
+                            "and the previous checkpoint is kept") and e.value.errno == errno.ENOSPC
+    assert {p.name: p.read_bytes() for p in run.checkpoints.iterdir()} == before  # no partial file, nothing pruned
+    assert ckpt.Checkpoint.load(run.latest).step == 3
+
+
+@pytest.mark.parametrize("cut", ["empty", "half"])
+def test_a_cut_latest_names_the_file_and_the_previous_checkpoint(tmp_path, cut):
+    run = _run_with_steps(tmp_path)
+    data = run.step(3).read_bytes()
+    run.step(3).write_bytes(b"" if cut == "empty" else data[:len(data) // 2])  # latest.pt is its hard link
+    what = "empty" if cut == "empty" else "truncated"
+    expected = (f"{run.latest} is {what} (a write was cut short); the previous checkpoint is {run.step(2)}: "
+                f"resume with --resume {run.step(2)}")
+    with pytest.raises(ValueError) as e:
+        ckpt.Checkpoint.load(run.latest)
+    assert str(e.value) == expected
+    assert ckpt.Checkpoint.load(run.step(2)).step == 2

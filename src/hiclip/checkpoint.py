@@ -16,6 +16,7 @@ Plain weights also load from ``.safetensors`` files (:func:`export_safetensors`)
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -123,6 +124,9 @@ def safe_load(path: str | Path, mmap: bool = False) -> Any:
                               mmap=mmap and zipfile.is_zipfile(path))
     except Exception as e:  # torch raises many kinds for a bad file
         text = str(e)
+    if not zipfile.is_zipfile(path) and _looks_cut(path):
+        raise ValueError(f"{path} is {'empty' if path.stat().st_size == 0 else 'truncated'} (a write was cut "
+                         f"short){_previous_hint(path)}") from None
     if "Weights only load failed" in text:
         try:
             names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown"
@@ -136,7 +140,22 @@ def safe_load(path: str | Path, mmap: bool = False) -> Any:
         raise ValueError(f"{path} is a TorchScript archive (like OpenAI's released CLIP files); hiclip reads "
                          "state dicts: convert it once with torch.save(torch.jit.load(path, map_location='cpu')"
                          ".state_dict(), 'weights.pt')") from None
-    raise ValueError(f"{path} is not a torch checkpoint or state dict ({text.splitlines()[0][:200]})") from None
+    first = text.strip().splitlines()[0][:200] if text.strip() else "unreadable"
+    raise ValueError(f"{path} is not a torch checkpoint or state dict ({first})") from None
+
+
+def _looks_cut(path: Path) -> bool:
+    """Whether ``path`` is empty, or starts like a torch zip archive but lacks its end."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return not head or head == b"PK\x03\x04"
+
+
+def _previous_hint(path: Path) -> str:
+    """'; the previous checkpoint is .../step_N.pt' for a file of a run folder that has another one."""
+    others = [p for _, p in RunPaths(path.parent.parent).step_checkpoints()
+              if p.parent == path.parent and not os.path.samefile(p, path)]
+    return f"; the previous checkpoint is {others[-1]}: resume with --resume {others[-1]}" if others else ""
 
 
 def _clean(sd: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
@@ -215,17 +234,52 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, I/O error); the previous files are unchanged."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _Writer:
+    """A binary file that remembers the first OSError of a write (torch.save reports it as a RuntimeError)."""
+
+    def __init__(self, f: Any):
+        self.f, self.error = f, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save(obj)`` to ``path`` via a temporary file, fsync and ``os.replace``."""
+    """``torch.save(obj)`` to ``path`` via a temporary file, fsync and ``os.replace``.
+
+    A failed write (full disk...) removes the temporary file and raises
+    :class:`CheckpointWriteError` naming ``path``; an existing ``path`` is left as it was.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=".pt")
+    writer = None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            writer = _Writer(f)
+            torch.save(obj, writer)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        cause = writer.error if writer and writer.error else e
+        if isinstance(cause, OSError):
+            reason = "no space left on device" if cause.errno == errno.ENOSPC else (cause.strerror or str(cause))
+            raise CheckpointWriteError(f"cannot write {path}: {reason}; the partial file was removed and "
+                                       "the previous checkpoint is kept", cause.errno) from None
         raise
     _fsync_dir(path.parent)
 
@@ -276,15 +330,23 @@ class RunPaths:
         return sorted(found)
 
     def save(self, checkpoint: Checkpoint, keep: int) -> Path:
-        """Write ``step_N.pt``, point ``latest.pt`` at it, keep the last ``keep`` step files."""
+        """Write ``step_N.pt``, point ``latest.pt`` at it, keep the last ``keep`` step files.
+
+        In that order: a crash at any point leaves a ``latest.pt`` that loads (the previous or
+        the new one) and at most ``keep + 1`` step files, which the next save prunes to ``keep``.
+        """
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         path = checkpoint.save(self.step(checkpoint.step))
         _atomic_alias(path, self.latest)
+        self.prune(keep)
+        return path
+
+    def prune(self, keep: int) -> None:
+        """Delete all but the last ``keep`` step files."""
         for _, old in self.step_checkpoints()[:-keep]:
             old.unlink(missing_ok=True)
-        return path
 
     def remove_partial_files(self) -> int:
         """Delete temporary files left by a write that was killed; returns how many."""

@@ -15,7 +15,7 @@ from torchvision import transforms
 
 from hiclip.data.loader import DataSpec, make_loader, validate
 from hiclip.data.skips import Skip
-from hiclip.data.wds import expand_shards, iter_shard, shard_sizes
+from hiclip.data.wds import check_shards, count_expansions, expand_shards, iter_shard, shard_sizes
 
 AUGMENT = transforms.Compose([transforms.RandomResizedCrop(8, scale=(0.3, 1.0)), transforms.ToTensor()])
 
@@ -53,6 +53,28 @@ def captions_of(loader, tokenizer) -> list[str]:
 def test_expand_shards_braces_and_joined_sources():
     urls = expand_shards(["a/s-{0..2}.tar", "b/t-{08..10}.tar"])
     assert urls == ["a/s-0.tar", "a/s-1.tar", "a/s-2.tar", "b/t-08.tar", "b/t-09.tar", "b/t-10.tar"]
+
+
+@pytest.mark.parametrize("pattern", ["x-{0..99}.tar", "a{1,2,{3..5}}b{x,y}", "{a..e}", "{0..10..3}", "{10..1..2}",
+                                     "{000..099}", "plain", "{x}", "{-3..3}", "{{1,2},{3,4}}", r"a\{1,2\}b{x,y}"])
+def test_brace_counts_match_the_expansion(pattern):
+    from webdataset.shardlists import braceexpand
+    assert count_expansions(pattern) == len(list(braceexpand.braceexpand(pattern)))
+
+
+def test_a_huge_or_unbalanced_pattern_is_refused_before_expanding():
+    with pytest.raises(ValueError, match=r"expands to 100000000 names, more than the 1000000 hiclip accepts"):
+        expand_shards(["x-{0..99999999}.tar"])  # expanded, this takes minutes and gigabytes
+    with pytest.raises(ValueError, match="unbalanced braces"):
+        expand_shards(["x-{0..3}}.tar"])
+
+
+def test_a_pattern_matching_no_file_says_so(tmp_path):
+    urls = expand_shards([str(tmp_path / "s-{0..2}.tar")])
+    with pytest.raises(FileNotFoundError) as e:
+        check_shards(urls)
+    assert str(e.value) == (f"the shard pattern matches no file: none of its 3 shard(s) ({urls[0]} ... {urls[2]}) "
+                            "exists")
 
 
 def test_iter_shard_groups_members_and_ignores_meta(tmp_path):

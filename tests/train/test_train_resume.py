@@ -1,11 +1,11 @@
-"""Exact resume, clean stops, SIGKILL survival, atomic checkpoints and NaN handling."""
+"""Exact resume, clean stops, SIGKILL at every point of a save, atomic checkpoints and NaN handling."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +16,6 @@ from _helpers import assert_states_close
 from hiclip.train import TrainConfig, TrainingDiverged, train
 from hiclip import checkpoint as ckpt
 from hiclip.train.metrics import read_csv
-
-HERE = Path(__file__).parent
-SRC = HERE.parents[1] / "src"
-
 
 def config(out: Path, model: str, **changes) -> TrainConfig:
     base = dict(output_dir=str(out), model=model, batch_size=4, steps=8,
@@ -94,31 +90,46 @@ def test_time_budget_stops_with_checkpoint(model_json, tmp_path):
     assert ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt").step == 1
 
 
-@pytest.mark.slow  # trains in a subprocess and kills it
-def test_sigkill_resumes_from_last_checkpoint(straight, model_json, tmp_path):
-    # the loader blocks before batch 4, so the kill lands after step 4, during or after its save
-    cfg = config(tmp_path, model_json, save_every=1, keep_checkpoints=2)
-    code = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(SRC)!r}]\n"
-            "import torch; torch.set_num_threads(1)\n"
-            "import train_fakes; from hiclip.train import TrainConfig, train\n"
-            f"train(TrainConfig(**{cfg.to_dict()!r}), make_loader=train_fakes.loaders('fake:5:sleep@4'))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stderr=subprocess.PIPE)
-    metrics = tmp_path / "metrics.csv"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) == 5):  # header + 4 steps
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "training subprocess made no progress"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    saved = ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt")  # never corrupt
-    assert saved.step in (3, 4)
-    assert len(ckpt.RunPaths(tmp_path).step_checkpoints()) <= 2
-    summary = run(config(tmp_path, model_json, resume="latest"))
-    assert summary["start_step"] == saved.step and summary["steps"] == 8
-    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
-    assert losses(tmp_path) == pytest.approx(losses(straight[0]), abs=1e-5)
+# the save of step 4 (save_every 1, keep 2) killed at each point -> latest.pt's step, the step files left
+CRASHES = {"mid_step_file": (3, [2, 3]), "after_step_file": (3, [2, 3, 4]),
+           "after_latest": (4, [2, 3, 4]), "after_prune": (4, [3, 4])}
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory, model_json) -> Path:
+    """One run per point of ``CRASHES``, each killed there (see crash_child); -> their parent folder."""
+    import crash_child
+    base = tmp_path_factory.mktemp("crashed")
+    (base / "cfg.json").write_text(json.dumps(config(base, model_json, save_every=1, keep_checkpoints=2).to_dict()))
+    child = subprocess.run([sys.executable, crash_child.__file__, str(base / "cfg.json"), "4"],
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr
+    status = json.loads((base / "status.json").read_text())
+    assert {p: os.waitstatus_to_exitcode(s) for p, s in status.items()} == {p: -signal.SIGKILL for p in CRASHES}
+    return base
+
+
+@pytest.mark.slow  # trains in a subprocess that SIGKILLs itself
+@pytest.mark.parametrize("point", list(CRASHES))
+def test_a_kill_at_any_point_of_a_save_resumes_exactly(straight, crashed, model_json, point):
+    keep, (latest_step, left) = 2, CRASHES[point]
+    out = crashed / point
+    paths = ckpt.RunPaths(out)
+    assert ckpt.Checkpoint.load(paths.latest).step == latest_step  # never corrupt
+    assert [s for s, _ in paths.step_checkpoints()] == left and len(left) <= keep + 1
+    partial = [p.name for p in paths.checkpoints.iterdir() if p.name.startswith(".tmp-")]
+    assert bool(partial) == (point == "mid_step_file")
+    # the first save after the resume restores the bound, and removes the partial file
+    first = run(config(out, model_json, save_every=1, keep_checkpoints=keep, resume="latest"),
+                data=f"fake:5:sigint@{latest_step}")
+    assert (first["start_step"], first["steps"], first["stopped"]) == (latest_step, latest_step + 1, "signal")
+    assert [s for s, _ in paths.step_checkpoints()] == [latest_step, latest_step + 1]
+    assert not [p for p in paths.checkpoints.iterdir() if p.name.startswith(".tmp-")]
+    final = run(config(out, model_json, save_every=1, keep_checkpoints=keep, resume="latest"))
+    assert final["steps"] == 8 and len(paths.step_checkpoints()) == keep
+    assert losses(out) == pytest.approx(losses(straight[0]), abs=1e-5)
+    assert_states_close(ckpt.Checkpoint.load(straight[0] / "checkpoints" / "latest.pt").state_dict,
+                        ckpt.Checkpoint.load(paths.latest).state_dict)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(model_json, tmp_path):

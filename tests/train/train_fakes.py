@@ -1,9 +1,9 @@
 """Test doubles for hiclip.train: a tiny model config and a loader factory with make_loader's API.
 
 ``train(cfg, make_loader=loaders(train, val))`` parses and checks ``cfg.data`` as always, then
-gets fake batches described by ``"fake:N[:nan@K][:sigint@K][:sleep@K]"``: N global batches per
-epoch; the batch of index K (epoch 0) has NaN images, or sends this process SIGINT when
-yielded, or is yielded only after a 10-minute sleep (for a SIGKILL to land).
+gets fake batches described by ``"fake:N[:nan@K][:sigint@K][:sigint2@K][:sigint3@K]"``: N global
+batches per epoch; the batch of index K (epoch 0) has NaN images, or sends this process SIGINT
+(once, twice or three times) when yielded.
 Batch i of epoch e is drawn from a generator seeded by (seed, epoch, i, split) and
 holds world_size * batch_size pairs; rank r gets rows [r*b, (r+1)*b).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -64,16 +63,16 @@ class FakeLoader:
 
     def __iter__(self):
         for i in range(self.start, self.num_batches):
-            if self.epoch == 0 and self.events.get("sleep") == i:
-                time.sleep(600)
             images, tokens = global_batch(self.seed, self.epoch, i, self.b * self.world, self.split)
             rows = slice(self.rank * self.b, (self.rank + 1) * self.b)
             images, tokens = images[rows], tokens[rows]
             if self.epoch == 0 and self.events.get("nan") == i:
                 images = torch.full_like(images, float("nan"))
             self.skips["fake reason"] += 1
-            if self.epoch == 0 and self.events.get("sigint") == i:
-                os.kill(os.getpid(), signal.SIGINT)
+            for times, kind in enumerate(("sigint", "sigint2", "sigint3"), 1):
+                if self.epoch == 0 and self.events.get(kind) == i:
+                    for _ in range(times):
+                        os.kill(os.getpid(), signal.SIGINT)
             yield images, tokens
 
 

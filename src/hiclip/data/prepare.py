@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from hiclip.data import csvdata
 from hiclip.data.images import DEFAULT_MAX_PIXELS, ImagePolicy
 from hiclip.data.skips import Skip
+from hiclip.runlock import folder_lock
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,19 @@ def prepare(csv_files: Sequence[str | Path], out_dir: str | Path, *, img_key: st
         raise ValueError(f"no rows in {', '.join(map(str, csv_files))}")
     encode = _Encoder(csvdata.CsvTable(table.paths, table.captions, ImagePolicy(max_pixels, min_side=size)),
                       size, quality)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir) as out:  # one writer per output folder
+        return _write_shards(encode, len(table), out, samples_per_shard, workers, prefix, progress)
+
+
+def _write_shards(encode: _Encoder, rows: int, out: Path, samples_per_shard: int, workers: int, prefix: str,
+                  progress: bool) -> dict[str, Any]:
     skipped: Counter = Counter()
     sizes: dict[str, int] = {}
     sink, kept = None, 0
     pool = multiprocessing.Pool(workers) if workers else None
     try:
-        results = pool.imap(encode, range(len(table)), chunksize=4) if pool else map(encode, range(len(table)))
-        for result in tqdm(results, total=len(table), desc="prepare", unit="img", disable=not progress):
+        results = pool.imap(encode, range(rows), chunksize=4) if pool else map(encode, range(rows))
+        for result in tqdm(results, total=rows, desc="prepare", unit="img", disable=not progress):
             if isinstance(result, str):
                 skipped[result] += 1
                 continue
@@ -89,7 +94,7 @@ def prepare(csv_files: Sequence[str | Path], out_dir: str | Path, *, img_key: st
         if sink:
             sink.close()
     if not kept:
-        raise ValueError(f"no usable row in {len(table)} (skipped: {dict(skipped)})")
+        raise ValueError(f"no usable row in {rows} (skipped: {dict(skipped)})")
     (out / "sizes.json").write_text(json.dumps(sizes, indent=1) + "\n")
     last = len(sizes) - 1
     return {"samples": kept, "skipped": dict(skipped), "shards": [str(out / n) for n in sizes],

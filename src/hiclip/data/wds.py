@@ -43,7 +43,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.gopen import gopen
-from webdataset.shardlists import expand_urls
+from webdataset.shardlists import braceexpand, expand_urls  # braceexpand: webdataset's own dependency
 from webdataset.tariterators import base_plus_ext
 
 from hiclip.data.images import ImagePolicy, load_image
@@ -64,9 +64,74 @@ def is_local(url: str) -> bool:
     return re.match(r"^[A-Za-z][\w+.-]*:", url) is None
 
 
+MAX_SHARDS = 1_000_000  # names one --data spec may expand to (more would take minutes and gigabytes)
+_RANGE = re.compile(r"^(-?\d+|[A-Za-z])\.\.(-?\d+|[A-Za-z])(?:\.\.(-?\d+))?$")
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """``text`` split at each ``sep`` outside braces (backslash escapes kept)."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 1
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            depth = max(0, depth - 1)
+        elif c == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    return parts + [text[start:]]
+
+
+def count_expansions(pattern: str) -> int:
+    """How many names brace expansion makes of ``pattern`` ({a..b[..step]} ranges, {x,y} lists,
+    nested), computed without making them."""
+    total, i, n = 1, 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c != "{":
+            i += 1
+            continue
+        depth, j = 0, i
+        while j < n:  # the matching brace
+            depth += {"{": 1, "}": -1}.get(pattern[j], 0)
+            if depth == 0:
+                break
+            j += 2 if pattern[j] == "\\" else 1
+        if j >= n:  # unmatched: literal
+            return total
+        body = pattern[i + 1:j]
+        alternatives = _split_top(body, ",")
+        if m := _RANGE.match(body):
+            a, b, step = m.group(1), m.group(2), abs(int(m.group(3) or 1)) or 1
+            lo, hi = (int(a), int(b)) if a.lstrip("-").isdigit() and b.lstrip("-").isdigit() else (ord(a), ord(b))
+            total *= abs(hi - lo) // step + 1
+        elif len(alternatives) > 1:
+            total *= sum(count_expansions(alt) for alt in alternatives)
+        i = j + 1
+    return total
+
+
 def expand_shards(patterns: Sequence[str]) -> list[str]:
-    """Shard URLs of brace-expanded patterns, in order ("d/s-{0..2}.tar" -> 3 URLs)."""
-    urls = expand_urls("::".join(patterns)) if patterns else []
+    """Shard URLs of brace-expanded patterns, in order ("d/s-{0..2}.tar" -> 3 URLs).
+
+    ValueError, before expanding anything, when they would make more than :data:`MAX_SHARDS` names.
+    """
+    sources = [p for pattern in patterns for p in pattern.split("::")]
+    count = sum(count_expansions(p) for p in sources)
+    if count > MAX_SHARDS:
+        raise ValueError(f"shard pattern {'::'.join(patterns)!r} expands to {count} names, more than the "
+                         f"{MAX_SHARDS} hiclip accepts; check the brace ranges (e.g. data/shard-{{000000..000099}}.tar)")
+    try:
+        urls = expand_urls("::".join(patterns)) if patterns else []
+    except braceexpand.UnbalancedBracesError:
+        raise ValueError(f"shard pattern {'::'.join(patterns)!r} has unbalanced braces") from None
     if not urls:
         raise ValueError(f"no shards in {list(patterns)} (expected patterns such as "
                          f"'data/shard-{{000000..000009}}.tar')")
@@ -76,6 +141,10 @@ def expand_shards(patterns: Sequence[str]) -> list[str]:
 def check_shards(urls: Sequence[str]) -> None:
     """Raise FileNotFoundError naming the local shards that do not exist."""
     missing = [u for u in urls if is_local(u) and not os.path.isfile(u)]
+    if missing and len(missing) == len(urls):
+        shown = urls[0] if len(urls) == 1 else f"{urls[0]} ... {urls[-1]}"
+        raise FileNotFoundError(f"the shard pattern matches no file: none of its {len(urls)} shard(s) "
+                                f"({shown}) exists")
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise FileNotFoundError(f"{len(missing)} of {len(urls)} shards not found: {shown}")

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import factory
+from ..runlock import folder_lock
 from ..eval.run import evaluate_model
 from ..induce.run import induce_eval
 from ..train.config import TrainConfig
@@ -118,6 +119,11 @@ class _Stages:
 
 def run_demo(cfg: DemoConfig) -> Path:
     """Run (or continue) the demo; returns the path of ``report.md``."""
+    with folder_lock(cfg.out):  # one writer per demo folder
+        return _run_demo(cfg)
+
+
+def _run_demo(cfg: DemoConfig) -> Path:
     layout = DemoLayout(cfg.out)
     layout.root.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -55,7 +55,8 @@ class TrainConfig:
                                      "small, busy CPUs)")
     resume: str | None = _opt(None, "'latest' (OUTPUT_DIR/checkpoints/latest.pt, if any) or a checkpoint path")
     save_every: int = _opt(500, "write a checkpoint every N steps (0: only at the end)")
-    keep_checkpoints: int = _opt(2, "keep the last K step_N.pt files (latest.pt is kept besides)")
+    keep_checkpoints: int = _opt(2, "keep the last K step_N.pt files (latest.pt is kept besides); a run "
+                                          "killed during a save may leave K+1, pruned to K by the next save")
     val_every: int = _opt(250, "validate every N steps and at the end (0: never)")
     val_samples: int = _opt(1000, "validate on at most this many samples of the validation split")
     local_loss: bool = _opt(False, "contrastive logits of local features against all ranks' features")

@@ -1,6 +1,7 @@
 """``train(cfg)``: the training run, from a data spec to checkpoints and metrics."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -17,6 +18,7 @@ from ..config import ModelCfg
 from ..data import loader as data_loader
 from ..factory import create_model_and_transforms, get_tokenizer, load_config
 from ..run_config import write_run_config
+from ..runlock import folder_lock
 from .config import TrainConfig
 from .distributed import DistInfo, all_gather_objects, any_rank, barrier, cleanup, init_distributed, mean_over_ranks
 from .evaluate import validate
@@ -40,12 +42,14 @@ def train(cfg: TrainConfig, *, make_loader: Callable | None = None) -> dict[str,
     Under torchrun each process calls this; it joins the process group from the
     environment. ``make_loader``: the loader factory (default ``hiclip.data.loader.make_loader``;
     tests pass a fake with its signature); it receives the parsed and checked ``DataSpec`` of
-    ``cfg.data`` / ``cfg.val_data``. Raises ``TrainingDiverged`` on a NaN / inf loss,
-    ``ValueError`` on bad options.
+    ``cfg.data`` / ``cfg.val_data``. Rank 0 holds the output folder's lock
+    (:mod:`hiclip.runlock`) for the whole run. Raises ``TrainingDiverged`` on a NaN / inf loss,
+    ``ValueError`` on bad options (``FolderInUse`` when another process writes the folder).
     """
     info = init_distributed(cfg.device)
     try:
-        return _Run(cfg, info, make_loader or data_loader.make_loader).run()
+        with folder_lock(cfg.output_dir) if info.is_main else contextlib.nullcontext():  # rank 0 writes
+            return _Run(cfg, info, make_loader or data_loader.make_loader).run()
     finally:
         cleanup(info)
 

@@ -26,6 +26,7 @@ import torch
 
 from .. import factory
 from ..checkpoint import Checkpoint, RunPaths, rng_state, set_rng_state
+from ..runlock import folder_lock
 from ..train.distributed import resolve_device
 from ..train.loop import TrainingDiverged
 from ..train.metrics import MetricsWriter
@@ -92,7 +93,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     Raises ``TrainingDiverged`` on a NaN / inf loss, ``ValueError`` / ``FileNotFoundError``
     on bad options or data.
     """
-    return _Run(cfg).run()
+    with folder_lock(cfg.output_dir):  # one writer per run folder
+        return _Run(cfg).run()
 
 
 class _Run:

@@ -218,7 +218,16 @@ def _add_prepare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    out = export_safetensors(args.checkpoint, args.out)
+    given = [a for a in (args.source, args.checkpoint) if a]
+    if len(given) != 1:
+        raise ValueError("expected the checkpoint once: as the argument or as --checkpoint")
+    src = given[0]
+    if args.dir:
+        from .export import export_dir
+        out = export_dir(src, args.dir)
+        print(f"wrote {out}/ (config.json, model.safetensors, README.md); load it with --model local-dir:{out}")
+        return 0
+    out = export_safetensors(src, args.out)
     info = read_info(out)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, model {info.get('model', 'unnamed')}, "
           f"step {info.get('step', '-')}); load it with --model {out} or pretrained={out}")
@@ -226,13 +235,46 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_export_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a checkpoint's weights as a .safetensors file",
+    p = sub.add_parser("export", help="write a checkpoint's weights as a .safetensors file or a local-dir: folder",
                        description="Copy the model weights of a `hiclip train` checkpoint (or any state dict "
                                    "file) to a .safetensors file, which loads without pickle; the model name "
-                                   "and config go into its metadata.")
-    p.add_argument("checkpoint", help="a checkpoint or state dict file (.pt)")
-    p.add_argument("--out", required=True, help="the .safetensors file to write")
+                                   "and config go into its metadata. With --dir: a folder of config.json, "
+                                   "model.safetensors and a model card README.md, loaded as --model local-dir:DIR.")
+    p.add_argument("source", nargs="?", metavar="CHECKPOINT", help="a checkpoint or state dict file (.pt)")
+    p.add_argument("--checkpoint", help="the same, as an option")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="the .safetensors file to write")
+    where.add_argument("--dir", help="the folder to write (a model that names itself: a `hiclip train` checkpoint)")
     p.set_defaults(func=_cmd_export)
+
+
+def _cmd_explore(args: argparse.Namespace) -> int:
+    try:
+        from .explore.app import explore
+    except ImportError as err:
+        raise ValueError(f"the explorer needs gradio ({err}); install it with pip install -e \".[explorer]\"") from None
+    from .explore.views import demo_checkpoint, load_panel
+    panels = [load_panel(spec, args.device) for spec in [args.model or str(demo_checkpoint()), args.model2] if spec]
+    for panel in panels:
+        if panel.random:
+            print(f"hiclip explore: warning: {panel.label}: a bare config name, so its weights are a random "
+                  "initialisation", file=sys.stderr)
+    print(f"serving on http://127.0.0.1:{args.port} (Ctrl-C stops)")
+    explore(panels, args.port)
+    return 0
+
+
+def _add_explore_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explore", help="an interactive hierarchy explorer in the browser (needs the [explorer] extra)",
+                       description="Caption trees (choice of read-out, threshold) and links per layer; image "
+                                   "groups per layer; for one model or two side by side. Served on 127.0.0.1 "
+                                   "only, nothing contacts another host.")
+    p.add_argument("--model", help="checkpoint, local-dir:PATH, or model name (default: the demo's seed-0 "
+                                   "HiCLIP-Tiny, demo_out/runs/HiCLIP-Tiny-s0/checkpoints/latest.pt)")
+    p.add_argument("--model2", help="a second model, shown beside the first")
+    p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.set_defaults(func=_cmd_explore)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -295,6 +337,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Commands whose modules register their own options: train, eval, demo, finetune."""
     _add_eval_parser(sub)
     _add_export_parser(sub)
+    _add_explore_parser(sub)
     _add_prepare_parser(sub)
     _add_demo_parser(sub)
     t = sub.add_parser("train", help="pretrain a model (embedded world, WebDataset or CSV; DDP with torchrun)",

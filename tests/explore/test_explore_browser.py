@@ -16,7 +16,8 @@ pytest.importorskip("gradio", reason="the [explorer] extra is not installed")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 BROWSERS = ("/usr/lib/chromium/chromium-headless-shell", "/usr/lib/chromium/headless_shell")
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "explorer.png"
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOT = REPO / "docs" / "img" / "explorer.png"
 WAIT_MS = 120_000  # generous: the suite may share a busy CPU; running out is a failure
 
 
@@ -25,12 +26,23 @@ def _browser() -> str | None:
     return found or next((p for p in BROWSERS if Path(p).is_file()), None)
 
 
+def _demo_panels() -> list | None:
+    """The demo's seed-0 and seed-1 HiCLIP-Tiny where `make demo` has run here (a screenshot of
+    trained models), else None (the random ones of the fixture)."""
+    try:
+        paths = [views.demo_checkpoint(REPO / views.DEMO_OUT, seed=s) for s in (0, 1)]
+    except FileNotFoundError:
+        return None
+    return [views.load_panel(str(p)) for p in paths]
+
+
 def test_explorer_in_a_browser(panels, scene_png, tmp_path, offline):
     browser_path = _browser()
     if browser_path is None:
         pytest.skip("no headless Chromium: apt-get install chromium-headless-shell (done by `make test` as root)")
     from hiclip.explore.app import build_app, launch
 
+    panels = _demo_panels() or panels
     app = build_app(panels, tmp_path)
     url = launch(app, block=False)
     elsewhere: list[str] = []

@@ -59,7 +59,8 @@ def test_world_examples_and_panels(tmp_path, panels):
     world = ShapesWorld(split="val", size=3, image_size=64, seed=0)
     assert [c for _, c in examples] == [world[i].caption for i in range(3)]
     assert np.array_equal(np.asarray(Image.open(examples[1][0])), np.asarray(world[1].image))
-    assert panels[0].random and "random weights" in panels[0].label and not panels[1].random
+    assert panels[0].random and panels[0].label == "HiCLIP-Tiny (random weights)" and not panels[1].random
+    assert panels[1].label.startswith("HiCLIP-Tiny, step 1: ") and panels[1].label.endswith("/other.pt")
     with pytest.raises(ValueError, match="plain CLIP"):
         views.load_panel("CLIP-Tiny")
 

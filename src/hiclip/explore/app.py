@@ -84,7 +84,8 @@ def build_app(panels: Sequence[Panel], examples_dir: Path) -> gr.Blocks:
             for i, panel in enumerate(panels):
                 with gr.Column():
                     gr.Markdown(f"### {panel.label}")
-                    image_out += [gr.Gallery(label="groups per layer", columns=4, elem_id=f"groups-{i}"),
+                    image_out += [gr.Gallery(label="groups per layer", columns=4, height="auto",
+                                             elem_id=f"groups-{i}"),
                                   gr.Textbox(label="regions", elem_id=f"regions-{i}", interactive=False)]
         on_caption = _friendly(lambda c, m, t: caption_outputs(panels, c, m, t))
         on_image = _friendly(lambda im, t: image_outputs(panels, im, t))

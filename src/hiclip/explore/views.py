@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from .. import factory
-from ..checkpoint import RunPaths, run_name
+from ..checkpoint import RunPaths, read_info, run_name
 from ..data.world import ShapesWorld
 from ..induce.draw import draw_tree, new_figure, overlay
 from ..induce.run import caption_links, image_groups, trees_from_links
@@ -54,7 +54,18 @@ def load_panel(spec: str, device: str = "cpu") -> Panel:
     random = weights is None and not name.startswith(factory.LOCAL_DIR)
     if not model.has_hierarchy:
         raise ValueError(f"{spec}: a plain CLIP model has no hierarchy to explore; use a HiCLIP-* model")
-    return Panel(spec + (" (random weights)" if random else ""), model, transform, tokenizer, random)
+    return Panel(panel_label(spec, name, weights), model, transform, tokenizer, random)
+
+
+def panel_label(spec: str, name: str, weights: str | Path | None) -> str:
+    """"HiCLIP-Tiny (random weights)", or the model with its training step and the file's last three
+    path parts ("HiCLIP-Tiny, step 800: HiCLIP-Tiny-s0/checkpoints/latest.pt"), or the ``local-dir:`` name."""
+    if name.startswith(factory.LOCAL_DIR):
+        return name
+    if weights is None:
+        return f"{spec} (random weights)"
+    step = read_info(weights).get("step")
+    return f"{name}{'' if step is None else f', step {step}'}: {'/'.join(Path(weights).parts[-3:])}"
 
 
 def caption_view(panel: Panel, caption: str, method: str = "topdown", threshold: float = 0.5

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean fashion-mnist results
+.PHONY: demo test install bench clean fashion-mnist results browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,15 @@ fashion-mnist:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; } ; } \
 		|| echo "note: dataset-fashion-mnist not installed (needs apt-get and root); its tests will be skipped"
 
-test: $(STAMP) fashion-mnist
+# Debian's headless Chromium for the explorer's browser test (Playwright drives it; no browser download)
+BROWSER := /usr/lib/chromium/chromium-headless-shell
+
+browser:
+	@test -x $(BROWSER) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell; } ; } \
+		|| echo "note: chromium-headless-shell not installed (needs apt-get and root); the browser test will be skipped"
+
+test: $(STAMP) fashion-mnist browser
 	$(PY) -m pytest tests
 
 demo: $(STAMP)

@@ -61,3 +61,25 @@ def byte_tokenizer() -> ByteTokenizer:
 def huge_png():
     """huge_png(path, width=30000, height=20000) writes a decompression-bomb PNG header."""
     return _huge_png
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No connection leaves this machine: a socket connecting to anything but loopback or a Unix
+    socket raises; huggingface_hub is told it is offline (HF_HUB_OFFLINE=1)."""
+    import ipaddress
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+                raise AssertionError(f"a test tried to connect to {address}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

@@ -72,8 +72,19 @@ def _models_options(p: argparse.ArgumentParser) -> None:
 
 
 def _export_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a checkpoint or state dict file (.pt)")
-    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.add_argument("source", nargs="?", metavar="CHECKPOINT", help="a checkpoint or state dict file (.pt)")
+    p.add_argument("--checkpoint", help="the same, as an option")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="the .safetensors file to write")
+    where.add_argument("--dir", help="the folder to write (a model that names itself: a `hiclip train` checkpoint)")
+
+
+def _explore_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="checkpoint, local-dir:PATH, or model name (default: the demo's seed-0 "
+                                   "HiCLIP-Tiny, demo_out/runs/HiCLIP-Tiny-s0/checkpoints/latest.pt)")
+    p.add_argument("--model2", help="a second model, shown beside the first")
+    p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="torch device")
 
 
 def _report_options(p: argparse.ArgumentParser) -> None:
@@ -116,11 +127,17 @@ COMMANDS: list[Command] = [
     Command("eval", "zero-shot classification, retrieval, linear probe, compositional tests", _eval_options,
             "hiclip.commands.evaluate:run",
             description="Evaluate a model; one CLIP_benchmark-style JSON per model x dataset x task."),
-    Command("export", "write a checkpoint's weights as a .safetensors file", _export_options,
+    Command("export", "write a checkpoint's weights as a .safetensors file or a local-dir: folder", _export_options,
             "hiclip.commands.export:run",
             description="Copy the model weights of a `hiclip train` checkpoint (or any state dict file) to a "
                         ".safetensors file, which loads without pickle; the model name and config go into its "
-                        "metadata."),
+                        "metadata. With --dir: a folder of config.json, model.safetensors and a model card "
+                        "README.md, loaded as --model local-dir:DIR."),
+    Command("explore", "an interactive hierarchy explorer in the browser (needs the [explorer] extra)",
+            _explore_options, "hiclip.commands.explore:run",
+            description="Caption trees (choice of read-out, threshold) and links per layer; image groups per "
+                        "layer; for one model or two side by side. Served on 127.0.0.1 only, nothing contacts "
+                        "another host."),
     Command("prepare", "turn a CSV of local images into resized WebDataset shards", dataclass_options(PrepareOptions),
             "hiclip.commands.data:run",
             description="Decode every image of a CSV / TSV once (pixel limit, EXIF, transparency as in training), "

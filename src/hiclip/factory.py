@@ -1,8 +1,13 @@
 """open_clip-shaped factory: ``list_models``, ``create_model``, ``create_model_and_transforms``,
 ``get_tokenizer``, and loading of local CLIP / HiCLIP weights (nothing is ever downloaded).
+
+A model name ``local-dir:PATH`` (as in open_clip) names a folder written by ``hiclip export --dir``
+(:mod:`hiclip.export`): ``config.json`` (the model config under ``"cfg"``), ``model.safetensors``
+and a model card ``README.md``, the layout of huggingface_hub's ``save_pretrained``.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Callable
@@ -24,6 +29,24 @@ HIERARCHY_KEYS = (".attn.link_q.", ".attn.link_k.", ".attn.link_bias")
 """Substrings of parameter names that belong to hierarchy-aware attention."""
 TRAINING_HEADS = "declip."
 """Prefix of the DeCLIP objective's training heads: fresh when absent, dropped when not wanted."""
+LOCAL_DIR = "local-dir:"
+"""Prefix of a model name that is a folder written by ``hiclip export --dir`` (module docstring)."""
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"  # huggingface_hub's names
+
+
+def read_local_dir(name: str) -> tuple[ModelCfg, Path, dict]:
+    """``local-dir:PATH`` -> (its model config, its weights file, all of its config.json)."""
+    folder = Path(name.removeprefix(LOCAL_DIR))
+    config_file, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    for path in (config_file, weights):
+        if not path.is_file():
+            raise FileNotFoundError(f"{name}: no {path.name} in {folder} (write one with "
+                                    "`hiclip export --checkpoint CKPT --dir PATH`)")
+    try:
+        meta = json.loads(config_file.read_text(encoding="utf-8"))
+        return ModelCfg.from_dict(meta["cfg"]), weights, meta
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{config_file}: not a hiclip model config ({type(err).__name__}: {err})") from None
 
 
 def list_models() -> list[str]:
@@ -40,7 +63,11 @@ def create_model(name: str, pretrained: str | Path | None = None, device: str | 
     ``weights_only=True`` (a file that could run code is refused, see :mod:`hiclip.checkpoint`). For a HiCLIP
     model loaded from CLIP weights the hierarchy parameters keep their fresh
     initialisation (listed in a log line); any other missing or unexpected key is an error.
+    ``name`` ``local-dir:PATH``: the folder's config and weights (module docstring).
     """
+    if name.startswith(LOCAL_DIR):
+        cfg, weights, _ = read_local_dir(name)
+        config, pretrained = config or cfg, pretrained or weights
     cfg = config or load_config(name)
     model = HiCLIP(cfg)
     if pretrained is not None:
@@ -70,6 +97,8 @@ def get_tokenizer(name: str | None = None, context_length: int | None = None) ->
     Callable: ``tokenizer(list_of_str) -> LongTensor (B, context_length)``. Captions
     longer than the context are truncated, keeping the end-of-text token last.
     """
+    if context_length is None and name and name.startswith(LOCAL_DIR):
+        context_length = read_local_dir(name)[0].text_cfg.context_length
     if context_length is None:
         context_length = load_config(name).text_cfg.context_length if name else 77
     return SimpleTokenizer(context_length=context_length)
@@ -124,8 +153,10 @@ def _mismatch_message(path: str | Path, missing: list[str], unexpected: list[str
 def resolve_model(model: str, pretrained: str | Path | None = None) -> tuple[str, str | Path | None]:
     """Accept a model name, or a checkpoint file written by ``hiclip train`` in place of it.
 
-    -> ``(model name or config path, weights file or None)``.
+    -> ``(model name or config path, weights file or None)``; a ``local-dir:`` name is kept.
     """
+    if model.startswith(LOCAL_DIR):
+        return model, pretrained
     path = Path(model)
     if path.suffix in (".pt", ".pth", ".bin", ".safetensors") or (path.is_file() and path.suffix != ".json"):
         name = checkpoint.read_info(path).get("model")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from . import hierarchy as hi
@@ -18,11 +19,18 @@ from .towers import (ImageHierarchy, TextHierarchy, TokenStates, VisionTower, bu
                      content_mask, text_hierarchy)
 
 
-class HiCLIP(nn.Module):
-    """CLIP with hierarchy-aware attention; exactly CLIP when the hierarchy is off."""
+class HiCLIP(nn.Module, PyTorchModelHubMixin, library_name="hiclip", license="mit",
+             tags=["clip", "hiclip", "vision-language"]):
+    """CLIP with hierarchy-aware attention; exactly CLIP when the hierarchy is off.
 
-    def __init__(self, cfg: ModelCfg):
+    ``save_pretrained(DIR)`` / ``HiCLIP.from_pretrained(DIR)`` (huggingface_hub's mixin) write and
+    read a folder of ``config.json`` (``{"cfg": ModelCfg.to_dict()}``) and ``model.safetensors``;
+    ``hiclip export --dir`` writes the same with a model card (:mod:`hiclip.export`).
+    """
+
+    def __init__(self, cfg: ModelCfg | dict):
         super().__init__()
+        cfg = cfg if isinstance(cfg, ModelCfg) else ModelCfg.from_dict(cfg)  # from_pretrained passes a dict
         self.cfg = cfg
         self.visual = VisionTower(cfg.vision_cfg, cfg.embed_dim, cfg.quick_gelu)
         for name, part in build_text_parts(cfg.text_cfg, cfg.embed_dim, cfg.quick_gelu).items():
@@ -34,6 +42,10 @@ class HiCLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(cfg.init_logit_scale))
         if cfg.declip is not None:  # training heads of the DeCLIP objective
             self.declip = DeCLIPHeads(cfg.declip, cfg.embed_dim, cfg.text_cfg.width, cfg.text_cfg.vocab_size)
+
+    @classmethod
+    def _from_pretrained(cls, *, strict: bool = True, **kwargs):  # the mixin loads non-strictly by default
+        return super()._from_pretrained(strict=strict, **kwargs)
 
     @property
     def has_hierarchy(self) -> bool:

@@ -65,3 +65,35 @@ def test_retrieval_matches_clip_benchmark(tiny_clip, random_folder):
     assert set(ref) <= set(ours)
     for key, value in ref.items():
         assert ours[key] == pytest.approx(value), key
+
+
+def test_clip_benchmark_build_reads_hiclip_eval_output(random_folder, tmp_path, monkeypatch):
+    """`clip_benchmark build` (its own CLI, offline) turns `hiclip eval` JSONs into its CSV."""
+    import csv
+    import json
+    import sys
+
+    cb_cli = pytest.importorskip("clip_benchmark.cli")
+    import hiclip
+    from hiclip.cli import main
+
+    ckpt = tmp_path / "clip.pt"
+    torch.save({"state_dict": hiclip.create_model("CLIP-Tiny").state_dict(), "model": "CLIP-Tiny"}, ckpt)
+    out = tmp_path / "results"
+    common = ["--tasks", "zeroshot_classification", "--datasets", str(random_folder / "test"),
+              "--output-dir", str(out)]
+    assert main(["eval", "--model", "CLIP-Tiny", *common]) == 0
+    assert main(["eval", "--model", str(ckpt), *common]) == 0
+    records = {r["pretrained"]: r for r in map(json.loads, (p.read_text() for p in sorted(out.glob("*.json"))))}
+    assert set(records) == {"random", str(ckpt)}
+    monkeypatch.setattr(sys, "argv", ["clip_benchmark", "build", str(out), "--output", str(tmp_path / "b.csv")])
+    cb_cli.main()
+    with open(tmp_path / "b.csv", newline="") as f:
+        rows = {r["pretrained"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(records)
+    for pretrained, row in rows.items():
+        rec = records[pretrained]
+        assert row["model_fullname"] == f"CLIP-Tiny {pretrained}" and row["language"] == "en"
+        assert row["task"] == "zeroshot_classification" and row["dataset"] == str(random_folder / "test")
+        assert float(row["acc1"]) == rec["metrics"]["acc1"] and int(row["skipped"]) == rec["skipped"] == 0
+        assert "metrics" not in row

@@ -57,7 +57,8 @@ def test_evaluate_model_on_folder(tiny_clip, random_folder, tmp_path, capsys):
     dataset = image_folder(random_folder / "test", transform)
     loader = DataLoader(SkipBadImages(dataset), batch_size=3, collate_fn=collate_skip_none)
     direct = zeroshot.evaluate(model, loader, tokenizer, dataset.classes, DEFAULT_TEMPLATES, "cpu")
-    assert records[0]["metrics"] == pytest.approx(direct)
+    assert {**records[0]["metrics"], "skipped": records[0]["skipped"]} == pytest.approx(direct)
+    assert "skipped" not in records[0]["metrics"] and records[0]["pretrained"] == "random"
     assert records[1]["metrics"]["best_C"] in (0.1, 1.0)
 
 
@@ -91,7 +92,7 @@ def test_evaluate_model_on_world(tiny_clip, tmp_path):
     comp = next(r["metrics"] for r in records if r["task"] == "compositional")
     # every scene has at least an attribute negative; chance is 1 / (1 + #negatives) <= 1/2
     assert comp["n_trials_attribute_replace"] == 16 and 0 < comp["chance"] <= 0.5
-    assert all(r["metrics"]["skipped"] == 0 for r in records)
+    assert all(r["skipped"] == 0 and "skipped" not in r["metrics"] for r in records)
 
 
 def test_run_eval_end_to_end(random_folder, tmp_path):
@@ -110,7 +111,7 @@ def test_run_eval_end_to_end(random_folder, tmp_path):
     loader = DataLoader(SkipBadImages(dataset), batch_size=64, collate_fn=collate_skip_none)
     direct = zeroshot.evaluate(clip.eval(), loader, hiclip.get_tokenizer("CLIP-Tiny"),
                                dataset.classes, DEFAULT_TEMPLATES, "cpu")
-    assert records[0]["metrics"] == pytest.approx(direct)
+    assert {**records[0]["metrics"], "skipped": records[0]["skipped"]} == pytest.approx(direct)
     with pytest.raises(ValueError, match="checkpoint of model 'CLIP-Tiny', not 'HiCLIP-Tiny'"):
         run_eval("HiCLIP-Tiny", pretrained=str(ckpt), datasets=[str(random_folder)])
     torch.save({"visual.nothing": torch.zeros(2)}, tmp_path / "junk.pt")

@@ -43,9 +43,9 @@ def test_fashion_mnist_zero_shot_and_linear_probe_end_to_end(fashion_root, tmp_p
     args = ["eval", "--model", "CLIP-Tiny", "--datasets", "fashion_mnist", "--max-samples", "60",
             "--tasks", "zeroshot_classification", "linear_probe", "--output-dir", str(tmp_path / "r")]
     assert main(args) == 0
-    zs = json.loads((tmp_path / "r" / "fashion_mnist_none_CLIP-Tiny_zeroshot_classification.json").read_text())
-    lp = json.loads((tmp_path / "r" / "fashion_mnist_none_CLIP-Tiny_linear_probe.json").read_text())
-    assert 0 <= zs["metrics"]["acc1"] <= zs["metrics"]["acc5"] <= 1 and zs["metrics"]["skipped"] == 0
+    zs = json.loads((tmp_path / "r" / "fashion_mnist_random_CLIP-Tiny_zeroshot_classification.json").read_text())
+    lp = json.loads((tmp_path / "r" / "fashion_mnist_random_CLIP-Tiny_linear_probe.json").read_text())
+    assert 0 <= zs["metrics"]["acc1"] <= zs["metrics"]["acc5"] <= 1 and zs["skipped"] == 0
     assert 0 <= lp["metrics"]["lp_acc1"] <= 1 and len(list((tmp_path / "r" / "features").glob("*.pt"))) == 2
 
 
@@ -94,7 +94,7 @@ def test_food101_layout_paper_benchmark_and_compare(food_root, tmp_path, capsys)
     with open(out / "benchmark_paper.csv", newline="") as f:
         header, row = list(csv.reader(f))
     assert header == ["model", "weights", *standard.PAPER_ZEROSHOT, "average"]
-    acc = json.loads((out / "food101_none_CLIP-Tiny_zeroshot_classification.json").read_text())["metrics"]["acc1"]
+    acc = json.loads((out / "food101_random_CLIP-Tiny_zeroshot_classification.json").read_text())["metrics"]["acc1"]
     assert row[header.index("food101")] == f"{100 * acc:.1f}" and row[-1] == f"{100 * acc:.1f} (1)"
     assert row[header.index("cifar10")] == "-"
     assert (out / "benchmark_paper.md").read_text().startswith("| model | weights | cifar10 |")

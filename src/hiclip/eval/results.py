@@ -1,7 +1,10 @@
 """Result files (CLIP_benchmark's format) and tables.
 
-One JSON per model x dataset x task: ``{"dataset", "model", "pretrained", "task",
-"metrics": {name: number}}``.
+One JSON per model x dataset x task: ``{"dataset", "model", "pretrained", "task", "language",
+"metrics": {name: number}, "skipped", "skipped_captions"}``, what ``clip_benchmark eval`` writes and
+``clip_benchmark build`` reads: ``pretrained`` is always a string (the weights file, or
+:data:`RANDOM` for a randomly initialised model), ``language`` the language of the prompts,
+and the counts of items left out sit beside ``metrics`` (they are not scores).
 """
 from __future__ import annotations
 
@@ -13,18 +16,24 @@ from pathlib import Path
 from typing import Any
 
 REQUIRED_KEYS = ("dataset", "model", "pretrained", "task", "metrics")
+RANDOM = "random"
+"""``pretrained`` of a model evaluated with its random initial weights."""
+SKIP_KEYS = ("skipped", "skipped_captions")
+"""Counts the task functions return among their metrics; a record keeps them beside ``metrics``."""
 
 
 def make_record(dataset: str, model: str, pretrained: str | None, task: str,
-                metrics: dict[str, float]) -> dict[str, Any]:
-    """A result record in CLIP_benchmark's layout."""
-    return {"dataset": dataset, "model": model, "pretrained": pretrained, "task": task,
-            "metrics": metrics}
+                metrics: dict[str, float], language: str = "en") -> dict[str, Any]:
+    """A result record in CLIP_benchmark's layout (module docstring); ``pretrained`` None is :data:`RANDOM`."""
+    return {"dataset": dataset, "model": model, "pretrained": RANDOM if pretrained is None else str(pretrained),
+            "task": task, "language": language,
+            "metrics": {k: v for k, v in metrics.items() if k not in SKIP_KEYS},
+            **{k: metrics[k] for k in SKIP_KEYS if k in metrics}}
 
 
 def result_filename(record: dict[str, Any]) -> str:
     """``{dataset}_{pretrained}_{model}_{task}.json`` with path-unsafe characters replaced."""
-    pretrained = Path(record["pretrained"]).stem if record["pretrained"] else "none"
+    pretrained = Path(record["pretrained"]).stem if record["pretrained"] else RANDOM
     parts = [record["dataset"], pretrained, record["model"], record["task"]]
     return "_".join(re.sub(r"[^A-Za-z0-9._+-]+", "-", str(p)) for p in parts) + ".json"
 
@@ -77,6 +86,7 @@ def compare(paths: Sequence[str | Path]) -> str:
     if len(paths) < 2:
         raise ValueError(f"expected two or more result files to compare, got {len(paths)}")
     records = [read_result(p) for p in paths]
+    records = [{**r, "metrics": {**r["metrics"], **{k: r[k] for k in SKIP_KEYS if k in r}}} for r in records]
     names = list(dict.fromkeys(n for r in records for n in r["metrics"]))
     header = ["metric"] + [Path(p).name for p in paths] + (["diff"] if len(paths) == 2 else [])
     rows = [[key] + [_fmt(r[key]) for r in records] + ([""] if len(paths) == 2 else [])

@@ -236,6 +236,7 @@ BAD = {  # one bad input per command -> the message its one line must hold
     "finetune-eval": (["finetune-eval", "--checkpoint", "{tmp}/missing.pt"], "not found"),
     "demo": (["demo", "--out", "{tmp}/demo", "--steps", "0"], "steps must be >= 1"),
     "report": (["report", "{tmp}", "--out", "{tmp}/results.md"], "neither a demo folder"),
+    "explore": (["explore", "--model", "NoSuchModel"], "unknown model"),
 }
 
 

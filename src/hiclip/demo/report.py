@@ -53,8 +53,10 @@ INDUCE_METRICS = [
     ("  baseline left-branching F1", "left_branching_f1"),
     ("  baseline random-tree F1", "random_f1"),
     ("caption trees: noun phrases found (recall)", "np_recall"),
-    ("image groups: ARI (val-chosen layer and τ)", "ari"),
+    ("image groups: ARI (val-chosen links, layer and τ)", "ari"),
+    ("  cumulative links only (val-chosen layer and τ)", "ari_cumulative"),
     ("  baseline blocks ARI (better of 2×2, 4×4)", "blocks_ari"),
+    ("  control: no-model colour grouping ARI (val-chosen τ)", "colour_ari"),
     ("image groups: best IoU (val-chosen layer, τ 0.5)", "best_iou"),
 ]
 
@@ -131,8 +133,10 @@ def verdicts(table: Table, models: Sequence[str],
         for label, base, what in ((tree, "  baseline random-tree F1", "random-tree"),
                                   (tree, "  baseline left-branching F1", "left-branching"),
                                   (tree, "  baseline right-branching F1", "right-branching"),
-                                  ("image groups: ARI (val-chosen layer and τ)",
-                                   "  baseline blocks ARI (better of 2×2, 4×4)", "block-partition")):
+                                  ("image groups: ARI (val-chosen links, layer and τ)",
+                                   "  baseline blocks ARI (better of 2×2, 4×4)", "block-partition"),
+                                  ("image groups: ARI (val-chosen links, layer and τ)",
+                                   "  control: no-model colour grouping ARI (val-chosen τ)", "no-model colour")):
             v, bv = table.get(label, {}).get(a), table.get(base, {}).get(a)
             if v and bv:
                 m, sd, bm = mean_sd(v)[0], mean_sd(v)[1], mean_sd(bv)[0]

@@ -358,9 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"hiclip {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # bad input, a missing or unwritable file, a full disk, a folder in use
+        print(f"hiclip {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a third Ctrl-C (the first asks for a clean stop with a checkpoint)
+        print(f"hiclip {args.command}: interrupted; the last complete checkpoint is kept", file=sys.stderr)
+        return 130
     except TrainingDiverged as e:  # train, finetune
         print(f"hiclip {args.command}: error: {e}", file=sys.stderr)
         return 3

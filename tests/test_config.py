@@ -42,3 +42,31 @@ def test_bad_configs_are_clear_errors(tmp_path, change, message):
     path.write_text(json.dumps(change if change.get("base") != "loop.json" else {"base": str(path)}))
     with pytest.raises(ValueError, match=message):
         load_config(str(path))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"vision_cfg": {"layers": 0}}, "vision_cfg.layers = 0; allowed: an integer >= 1"),
+    ({"vision_cfg": {"width": -768}}, "vision_cfg.width = -768; allowed: an integer >= 1"),
+    ({"text_cfg": {"mlp_ratio": -1}}, "text_cfg.mlp_ratio = -1; allowed: a number > 0"),
+    ({"embed_dim": 0}, "embed_dim = 0; allowed: an integer >= 1"),
+    ({"vision_cfg": {"hierarchy": None}}, "vision_cfg.hierarchy = null; allowed: an object ({...})"),
+    ({"text_cfg": [1, 2]}, "text_cfg = [1, 2]; allowed: an object ({...})"),
+    ({"embed_dim": "64"}, 'embed_dim = "64"; allowed: an integer'),
+    ({"vision_cfg": {"layers": 2.5}}, "vision_cfg.layers = 2.5; allowed: an integer"),
+    ({"text_cfg": {"causal": "yes"}}, 'text_cfg.causal = "yes"; allowed: true or false'),
+    ({"vision_cfg": {"hierarchy": {"layers": "all"}}}, 'vision_cfg.hierarchy.layers = "all"; allowed: a list of '
+                                                       'integers or null'),
+    ({"text_cfg": {"heads": 3}}, "text_cfg.heads = 3; allowed: a divisor of text_cfg.width (512)"),
+    ({"vision_cfg": {"patch_size": 30}}, "vision_cfg.patch_size = 30; allowed: a divisor of vision_cfg.image_size"),
+    ({"vision_cfg": {"patch_size": 1}}, "vision_cfg.image_size = 224; allowed: at most 4096 patches"),
+    ({"text_cfg": {"context_length": 20000}}, "text_cfg.context_length = 20000; allowed: 3 to 4096 tokens"),
+    ({"text_cfg": {"context_length": 0}}, "text_cfg.context_length = 0; allowed: 3 to 4096 tokens"),
+    ({"declip": {"queue_size": 0}}, "declip.queue_size = 0; allowed: an integer >= 1"),
+    ([1, 2], "(top level) = [1, 2]; allowed: an object"),
+])
+def test_bad_values_name_the_key_the_value_and_the_allowed_range(change, message):
+    """Checked before any tensor is made: a traceback from torch (or a 3 GB allocation) otherwise."""
+    with pytest.raises(ValueError) as e:
+        ModelCfg.from_dict(change if isinstance(change, list) else {"objective": "declip"} | change
+                           if "declip" in change else change)
+    assert str(e.value).startswith("model config: " + message)

@@ -238,7 +238,7 @@ class CheckpointWriteError(OSError):
     """A checkpoint could not be written (full disk, I/O error); the previous files are unchanged."""
 
     def __str__(self) -> str:
-        return str(self.args[0])
+        return str(self.strerror)
 
 
 class _Writer:
@@ -278,8 +278,8 @@ def atomic_save(obj: Any, path: Path) -> None:
         cause = writer.error if writer and writer.error else e
         if isinstance(cause, OSError):
             reason = "no space left on device" if cause.errno == errno.ENOSPC else (cause.strerror or str(cause))
-            raise CheckpointWriteError(f"cannot write {path}: {reason}; the partial file was removed and "
-                                       "the previous checkpoint is kept", cause.errno) from None
+            raise CheckpointWriteError(cause.errno, f"cannot write {path}: {reason}; the partial file was "
+                                       "removed and the previous checkpoint is kept") from None
         raise
     _fsync_dir(path.parent)
 

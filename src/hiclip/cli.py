@@ -260,9 +260,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         try:
             code = args._command.target()(args)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"hiclip {args.command}: error: {e}", file=sys.stderr)
+        except BrokenPipeError:
+            raise
+        except (ValueError, OSError) as e:  # bad input, a missing or unwritable file, a full disk, a folder in use
+            print(f"hiclip {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # a third Ctrl-C (the first asks for a clean stop with a checkpoint)
+            print(f"hiclip {args.command}: interrupted; the last complete checkpoint is kept", file=sys.stderr)
+            return 130
         except Exception as e:
             if not _diverged(e):  # train, finetune: TrainingDiverged
                 raise

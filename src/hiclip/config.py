@@ -16,6 +16,28 @@ from typing import Any
 KERNELS = ("auto", "materialized", "lean", "flex")
 LINK_RULES = ("softmax", "softmax_none", "sigmoid", "distance")
 """``hierarchy.link``; the rules are described at :data:`hiclip.hierarchy.LINK_RULES`."""
+MAX_TOKENS = 4096  # context_length and image patches: attention keeps N x N maps per head (memory)
+_AT_LEAST_1 = ("embed_dim", "image_size", "patch_size", "width", "layers", "heads", "vocab_size", "dim",
+               "projector_dim", "predictor_dim", "queue_size")
+
+
+def _bad(key: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"model config: {key} = {json.dumps(value)}; allowed: {allowed}")
+
+
+def _check_sizes(cfg: Any, where: str) -> None:
+    """Every size field of ``cfg`` that is set is >= 1; ``mlp_ratio`` > 0."""
+    for name in _AT_LEAST_1:
+        value = getattr(cfg, name, None)
+        if isinstance(value, (int, float)) and value < 1:  # (hierarchy.layers is a list: checked elsewhere)
+            raise _bad(f"{where}{name}", value, "an integer >= 1")
+    if getattr(cfg, "mlp_ratio", 1) <= 0:
+        raise _bad(f"{where}mlp_ratio", cfg.mlp_ratio, "a number > 0")
+
+
+def _check_width(cfg: Any, where: str) -> None:
+    if cfg.width % cfg.heads:
+        raise _bad(f"{where}heads", cfg.heads, f"a divisor of {where}width ({cfg.width})")
 
 
 @dataclass
@@ -42,6 +64,7 @@ class HierarchyCfg:
     link: str = "softmax"
 
     def __post_init__(self) -> None:
+        _check_sizes(self, "hierarchy.")
         if self.kernel not in KERNELS:
             raise ValueError(f"hierarchy.kernel must be one of {KERNELS}, got {self.kernel!r}")
         if self.link not in LINK_RULES:
@@ -93,6 +116,13 @@ class VisionCfg(_Tower):
     hierarchy: HierarchyCfg = field(default_factory=HierarchyCfg)
 
     def __post_init__(self) -> None:
+        _check_sizes(self, "vision_cfg.")
+        _check_width(self, "vision_cfg.")
+        if self.image_size % self.patch_size:
+            raise _bad("vision_cfg.patch_size", self.patch_size, f"a divisor of vision_cfg.image_size ({self.image_size})")
+        if (self.image_size // self.patch_size) ** 2 > MAX_TOKENS:
+            raise _bad("vision_cfg.image_size", self.image_size, f"at most {MAX_TOKENS} patches of "
+                       f"{self.patch_size} pixels (image_size <= {int(MAX_TOKENS ** 0.5) * self.patch_size})")
         if self.pool not in POOLS:
             raise ValueError(f"vision_cfg.pool must be one of {POOLS}, got {self.pool!r}")
 
@@ -123,6 +153,10 @@ class TextCfg(_Tower):
     hierarchy: HierarchyCfg = field(default_factory=HierarchyCfg)
 
     def __post_init__(self) -> None:
+        _check_sizes(self, "text_cfg.")
+        _check_width(self, "text_cfg.")
+        if not 3 <= self.context_length <= MAX_TOKENS:  # start, one word, end
+            raise _bad("text_cfg.context_length", self.context_length, f"3 to {MAX_TOKENS} tokens")
         if self.pool not in TEXT_POOLS:
             raise ValueError(f"text_cfg.pool must be one of {TEXT_POOLS}, got {self.pool!r}")
 
@@ -161,6 +195,7 @@ class DeCLIPCfg:
     queue_size: int = 65536
 
     def __post_init__(self) -> None:
+        _check_sizes(self, "declip.")
         if self.mlm_head not in MLM_HEADS:
             raise ValueError(f"declip.mlm_head must be one of {MLM_HEADS}, got {self.mlm_head!r}")
         if not 0 < self.mlm_prob < 1 or self.queue_size < 1:
@@ -193,6 +228,7 @@ class ModelCfg:
             raise ValueError("constituent_loss needs a text hierarchy (text_cfg.hierarchy.enabled)")
         if self.constituent_loss and self.objective != "clip":
             raise ValueError(f"constituent_loss is added to the clip objective, not to {self.objective!r}")
+        _check_sizes(self, "")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.objective == "declip" and self.declip is None:
@@ -209,24 +245,51 @@ class ModelCfg:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelCfg":
-        """Build from a (possibly partial) nested dict; unknown keys are an error."""
-        d = dict(d)
+    def from_dict(cls, d: Any) -> "ModelCfg":
+        """Build from a (possibly partial) nested dict; unknown keys, wrong types and values out of
+        range are a ValueError naming the key, its value and what is allowed."""
+        d = dict(_object(d, "(top level)"))
         vision = _build(VisionCfg, d.pop("vision_cfg", {}), "vision_cfg")
         text = _build(TextCfg, d.pop("text_cfg", {}), "text_cfg")
         declip = d.pop("declip", None)
         declip = None if declip is None else _build(DeCLIPCfg, declip, "declip")
-        return _build(cls, d, "model config", vision_cfg=vision, text_cfg=text, declip=declip)
+        return _build(cls, d, "", vision_cfg=vision, text_cfg=text, declip=declip)
 
 
-def _build(kind: type, d: dict[str, Any], where: str, **fixed: Any) -> Any:
-    d = dict(d)
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(d) - names)
+def _object(d: Any, where: str) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise _bad(where, d, "an object ({...})")
+    return d
+
+
+_TYPES = {"int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+          "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+          "bool": ("true or false", lambda v: isinstance(v, bool)),
+          "str": ("a string", lambda v: isinstance(v, str)),
+          "list[int]": ("a list of integers",
+                        lambda v: isinstance(v, list) and all(_TYPES["int"][1](x) for x in v)),
+          "None": ("null", lambda v: v is None)}
+
+
+def _check_type(key: str, value: Any, annotation: str) -> None:
+    """ValueError unless ``value`` has the JSON type the field's annotation (e.g. ``int | None``) names."""
+    kinds = [_TYPES[a.strip()] for a in annotation.split("|") if a.strip() in _TYPES]
+    if kinds and not any(ok(value) for _, ok in kinds):
+        raise _bad(key, value, " or ".join(desc for desc, _ in kinds))
+
+
+def _build(kind: type, d: Any, where: str, **fixed: Any) -> Any:
+    d = dict(_object(d, where or "model config"))
+    prefix = f"{where}." if where else ""
+    types = {f.name: f.type for f in dataclasses.fields(kind)}
+    unknown = sorted(set(d) - set(types))
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; expected some of {sorted(names)}")
+        raise ValueError(f"{where or 'model config'}: unknown keys {unknown}; expected some of {sorted(types)}")
+    for key, value in d.items():
+        if key != "hierarchy":
+            _check_type(prefix + key, value, str(types[key]))
     if "hierarchy" in d:
-        d["hierarchy"] = _build(HierarchyCfg, d["hierarchy"], f"{where}.hierarchy")
+        d["hierarchy"] = _build(HierarchyCfg, d["hierarchy"], f"{prefix}hierarchy")
     return kind(**d, **fixed)
 
 
@@ -251,7 +314,12 @@ def _read_json(name_or_path: str, seen: tuple[str, ...]) -> dict[str, Any]:
         if not path.is_file():
             raise ValueError(f"unknown model {name_or_path!r}; expected one of {list_configs()} "
                              "or a path to a JSON config")
-    d = json.loads(path.read_text())
+    try:
+        d = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"model config {path} is not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise _bad(str(path), d, "a JSON object ({...})")
     if "base" not in d:
         return d
     base = d.pop("base")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import train_fakes as fakes
@@ -16,13 +17,19 @@ GLOBAL_BATCH = 8
 VARIANTS = {"global": (False, 1), "local_loss": (True, 1), "global_accum2": (False, 2), "local_accum2": (True, 2)}
 
 
+def join_process_group(rank: int, world: int, out_dir: str) -> None:
+    """Join a gloo group through a file in ``out_dir`` (no TCP port to pick, so no port race); the
+    environment says the rest, and ``init_distributed`` finds the group already made."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/process_group", rank=rank, world_size=world)
+
+
 def grads_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
-def run(rank: int, world: int, port: int, config: str, out_dir: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def run(rank: int, world: int, config: str, out_dir: str) -> None:
+    join_process_group(rank, world, out_dir)
     torch.set_num_threads(1)
     info = init_distributed("cpu")
     torch.manual_seed(0)

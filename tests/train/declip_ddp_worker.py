@@ -1,11 +1,11 @@
 """Body of the 2-process gloo test of the DeCLIP objective (spawned by test_declip_train)."""
 from __future__ import annotations
 
-import os
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ddp_worker import join_process_group
 from hiclip import create_model
 from hiclip.train.declip import DeCLIPLoss
 from hiclip.train.distributed import cleanup, init_distributed, mean_over_ranks
@@ -50,9 +50,8 @@ def run_steps(module: torch.nn.Module, opts: StepOptions, rows: slice) -> list[d
     return out
 
 
-def run(rank: int, world: int, port: int, config: str, out_dir: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def run(rank: int, world: int, config: str, out_dir: str) -> None:
+    join_process_group(rank, world, out_dir)
     torch.set_num_threads(1)
     info = init_distributed("cpu")
     b = GLOBAL_BATCH // world

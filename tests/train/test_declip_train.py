@@ -20,7 +20,6 @@ from hiclip.train.declip import TERMS, DeCLIPLoss
 from hiclip.train.distributed import DistInfo
 from hiclip.train.metrics import read_csv
 from hiclip.train.step import StepOptions, autocast_factory, backward_step
-from test_train_ddp import free_port
 
 WORLD_TINY = {**fakes.TINY, "vision_cfg": {**fakes.TINY["vision_cfg"]},
               "text_cfg": {**fakes.TINY["text_cfg"], "context_length": 16, "vocab_size": 49408}}
@@ -34,7 +33,7 @@ def declip_config(tmp_path, queue_size: int = 64) -> str:
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("declip_ddp")
     config = declip_config(out)
-    mp.spawn(worker.run, args=(2, free_port(), config, str(out)), nprocs=2, join=True)
+    mp.spawn(worker.run, args=(2, config, str(out)), nprocs=2, join=True)
     return config, torch.load(out / "declip_rank0.pt", weights_only=False)
 
 

@@ -1,8 +1,6 @@
 """2 CPU processes (gloo) give the loss and gradients of 1 process over the same global batch."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -16,17 +14,11 @@ from hiclip.train.metrics import read_csv
 pytestmark = pytest.mark.slow  # spawns two gloo processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     config = fakes.write_config(out)
-    mp.spawn(ddp_worker.run, args=(2, free_port(), config, str(out)), nprocs=2, join=True)
+    mp.spawn(ddp_worker.run, args=(2, config, str(out)), nprocs=2, join=True)
     return config, out, torch.load(out / "rank0.pt", weights_only=False)
 
 

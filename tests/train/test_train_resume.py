@@ -185,3 +185,36 @@ def test_an_injected_loader_factory_gets_checked_specs(model_json, tmp_path):
         run(config(tmp_path, model_json, data=f"csv:{tmp_path / 'missing.csv'}"))
     with pytest.raises(ValueError, match="takes at least one path"):  # val_data too
         run(config(tmp_path, model_json, val_data="csv:", val_every=1))
+
+
+# a child that runs `hiclip train` on the fake loader of argv[1]; its own SIGINTs arrive at a named batch
+CTRL_C_CHILD = """
+import sys
+import torch; torch.set_num_threads(1)
+import train_fakes
+from hiclip.data import loader
+loader.make_loader = train_fakes.loaders(sys.argv[1])
+from hiclip.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow  # runs `hiclip train` in a subprocess
+@pytest.mark.parametrize("presses, status, stopped_at", [(2, 0, 4), (3, 130, 3)])
+def test_repeated_ctrl_c_exits_quietly_with_the_checkpoint(model_json, tmp_path, presses, status, stopped_at):
+    """Two presses: the first one's stop (step 4 finished and saved), no traceback; three: out at once,
+    with the checkpoint of step 3 intact."""
+    sigint = {2: "sigint2", 3: "sigint3"}[presses]
+    argv = ["train", "--output-dir", str(tmp_path), "--model", model_json, "--data", "world", "--val-data", "none",
+            "--batch-size", "4", "--steps", "8", "--save-every", "1", "--workers", "0", "--no-tensorboard",
+            "--no-progress", "--warmup-steps", "2"]
+    child = subprocess.run([sys.executable, "-c", CTRL_C_CHILD, f"fake:5:{sigint}@3", *argv],
+                           env={**os.environ, "OMP_NUM_THREADS": "1",
+                                "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get(
+                                    "PYTHONPATH", "")])}, capture_output=True, text=True)
+    assert child.returncode == status, child.stderr
+    assert "Traceback" not in child.stderr
+    errors = [line for line in child.stderr.splitlines() if not line.startswith(("INFO ", "WARNING "))]
+    assert errors == ([] if presses == 2 else ["hiclip train: interrupted; the last complete checkpoint is kept"])
+    assert ckpt.Checkpoint.load(tmp_path / "checkpoints" / "latest.pt").step == stopped_at
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp-")]

@@ -22,9 +22,12 @@ def main(argv: list[str] | None = None) -> int:
                          "under torchrun for several processes.")
     try:
         summary = train(config_from_args(args, TrainConfig))
-    except (ValueError, FileNotFoundError, TrainingDiverged) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, TrainingDiverged) as e:  # OSError: unwritable folder, full disk
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 3 if isinstance(e, TrainingDiverged) else 2
+    except KeyboardInterrupt:  # a third Ctrl-C
+        print(f"{PROG}: interrupted; the last complete checkpoint is kept", file=sys.stderr)
+        return 130
     if os.environ.get("RANK", "0") == "0":
         print(format_summary(summary))
     return 0

@@ -1,12 +1,15 @@
 """The progress bar (loss, lr, samples/s, ETA) and clean-stop requests (SIGINT / SIGTERM)."""
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
 from types import FrameType
 
 from tqdm import tqdm
+
+log = logging.getLogger(__name__)
 
 
 class Progress:
@@ -35,17 +38,25 @@ class Progress:
 
 class StopSignals:
     """While active, SIGINT and SIGTERM ask for a clean stop (``requested``) instead of killing:
-    training finishes its step and writes a checkpoint. A second SIGINT interrupts at once.
+    the run finishes its step, writes a checkpoint and returns. A second SIGINT changes nothing
+    (it is counted in ``count``; no exception breaks into the step or the save); a third raises
+    KeyboardInterrupt at once (a checkpoint write it cuts leaves the previous one intact).
     Handlers are installed only in the main thread and restored on exit."""
+
+    FORCE_AT = 3  # the SIGINT that interrupts at once
 
     def __init__(self) -> None:
         self.requested = False
+        self.count = 0
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
         self.requested = True
+        self.count += signum == signal.SIGINT
+        if self.count == 2:
+            log.warning("stopping after this step's checkpoint; press Ctrl-C once more to abandon it")
+        if self.count >= self.FORCE_AT:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():

@@ -1,5 +1,6 @@
 """experiments/ablate_hierarchy.py shares runs between processes through claim files: a live
-claim is respected, a claim of a finished process or a bare PID of an older version is taken over."""
+claim is respected, a claim of a finished process or a bare PID of an older version is taken over.
+A shipped config named after an ablation row is that row's config."""
 import importlib.util
 import os
 import subprocess
@@ -7,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from hiclip.config import ModelCfg, load_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ablate_hierarchy.py"
 LINUX = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process tokens read /proc (Linux)")
@@ -57,3 +60,9 @@ def test_without_proc_a_bare_pid_is_checked_by_signal(ablate, tmp_path, monkeypa
     assert ablate._claim_is_live(str(child.pid)) is False
     assert ablate._claim(tmp_path / "run") is True
     assert (tmp_path / "run" / "claim").read_text() == str(os.getpid())
+
+
+def test_the_distance_candidate_config_is_the_ablated_row(ablate):
+    """``HiCLIP-Tiny-Distance`` (design §5) is exactly what the ``distance_constituent`` row trained."""
+    row = ModelCfg.from_dict(ablate.variant_config("distance_constituent"))
+    assert row == load_config("HiCLIP-Tiny-Distance") != load_config("HiCLIP-Tiny")

@@ -70,15 +70,3 @@ def test_bad_values_name_the_key_the_value_and_the_allowed_range(change, message
         ModelCfg.from_dict(change if isinstance(change, list) else {"objective": "declip"} | change
                            if "declip" in change else change)
     assert str(e.value).startswith("model config: " + message)
-
-
-def test_the_distance_candidate_is_hiclip_tiny_with_the_ablated_changes():
-    """``HiCLIP-Tiny-Distance`` must be exactly the ``distance_constituent`` row of design §5 (shared
-    distances in both towers, constituent loss 0.5): the named config and the table describe one model."""
-    a, b = load_config("HiCLIP-Tiny-Distance").to_dict(), load_config("HiCLIP-Tiny").to_dict()
-    assert (a.pop("constituent_loss"), b.pop("constituent_loss")) == (0.5, 0.0)
-    for tower in ("vision_cfg", "text_cfg"):
-        assert (a[tower]["hierarchy"].pop("link"), b[tower]["hierarchy"].pop("link")) == ("distance", "softmax")
-    assert a == b
-    model = hiclip.create_model("HiCLIP-Tiny-Distance")
-    assert model.cfg.constituent_loss == 0.5 and model.cfg.text_cfg.hierarchy.link == "distance"

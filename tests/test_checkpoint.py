@@ -180,3 +180,20 @@ def test_a_cut_latest_names_the_file_and_the_previous_checkpoint(tmp_path, cut):
         ckpt.Checkpoint.load(run.latest)
     assert str(e.value) == expected
     assert ckpt.Checkpoint.load(run.step(2)).step == 2
+
+
+def test_a_task_head_is_typed_in_memory_and_plain_data_on_disk(tmp_path, tiny_state):
+    model, sd = tiny_state
+    head = ckpt.TaskHead(task="world-vqa", answers=["yes", "no"], head={"kind": "mlp", "num_answers": 2},
+                         head_state_dict={"w": torch.arange(4.0)}, freeze_encoders=True)
+    ckpt.Checkpoint("CLIP-Tiny", model.cfg.to_dict(), sd, vl=head).save(tmp_path / "c.pt")
+    raw = torch.load(tmp_path / "c.pt", weights_only=True)  # what another reader sees: a plain dict
+    assert raw["vl"]["answers"] == ["yes", "no"] and raw["vl"]["freeze_encoders"] is True
+    again = ckpt.Checkpoint.load(tmp_path / "c.pt").vl
+    assert isinstance(again, ckpt.TaskHead) and again.task == "world-vqa" and again.head == head.head
+    assert torch.equal(again.head_state_dict["w"], torch.arange(4.0))
+    assert ckpt.Checkpoint.load(tmp_path / "c.pt").to_dict()["vl"].keys() == raw["vl"].keys()
+    raw["vl"].pop("head_state_dict")
+    torch.save(raw, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"bad\.pt has no usable fine-tuned task head .*head_state_dict"):
+        ckpt.Checkpoint.load(tmp_path / "bad.pt")

@@ -47,14 +47,37 @@ class UnsafeCheckpointError(ValueError):
 
 
 @dataclass
+class TaskHead:
+    """The ``vl`` part of a ``hiclip finetune`` checkpoint: the task (its spec) and answer classes,
+    the head's config (``hiclip.vl.model.HeadCfg.to_dict()``) and weights, and whether the
+    encoders were frozen. On disk it is a plain dict of these fields."""
+    task: str
+    answers: list[str]
+    head: dict[str, Any]
+    head_state_dict: dict[str, torch.Tensor]
+    freeze_encoders: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str | Path = "checkpoint") -> "TaskHead":
+        """Check and type a loaded ``vl`` dict; ValueError naming ``source`` when it is not one."""
+        need = {"task": str, "answers": list, "head": dict, "head_state_dict": dict}
+        bad = [k for k, t in need.items() if not (isinstance(d, dict) and isinstance(d.get(k), t))]
+        if bad:
+            raise ValueError(f"{source} has no usable fine-tuned task head (its `vl` part lacks {bad})")
+        return cls(**{k: d[k] for k in need}, freeze_encoders=bool(d.get("freeze_encoders", False)))
+
+
+@dataclass
 class Checkpoint:
     """A model's weights and, for a training checkpoint, everything an exact resume needs.
 
     ``model``: the model name or JSON config path; ``model_config``: ``ModelCfg.to_dict()``;
     ``optimizer`` / ``scheduler`` / ``scaler``: their ``state_dict()``s (None outside
     training); ``objective``: extra state of the training objective (tensors by name, e.g.
-    a feature queue); ``vl``: a fine-tuned task head (``hiclip.vl``: task, answers, head config
-    and weights); ``rng`` and ``skips``: one entry per rank; ``config``: the run's config as a dict.
+    a feature queue); ``vl``: a fine-tuned task head (:class:`TaskHead`); ``rng`` and ``skips``: one entry per rank; ``config``: the run's config as a dict.
     """
     model: str
     model_config: dict[str, Any]
@@ -66,7 +89,7 @@ class Checkpoint:
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None
     objective: dict[str, torch.Tensor] = field(default_factory=dict)
-    vl: dict[str, Any] | None = None
+    vl: TaskHead | None = None
     rng: list[dict[str, Any]] = field(default_factory=list)
     skips: list[dict[str, int]] = field(default_factory=list)
     world_size: int = 1
@@ -82,7 +105,8 @@ class Checkpoint:
 
     def to_dict(self) -> dict[str, Any]:
         """The on-disk dict (shares the tensors, copies nothing)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        return d | {"vl": self.vl.to_dict() if self.vl is not None else None}
 
     @classmethod
     def from_dict(cls, d: Any, source: str | Path = "checkpoint") -> "Checkpoint":
@@ -95,7 +119,8 @@ class Checkpoint:
             raise ValueError(f"{source} has checkpoint format {version!r}; this hiclip reads formats "
                              f"0..{FORMAT_VERSION}: upgrade hiclip")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known} | {"format_version": version})
+        vl = None if d.get("vl") is None else TaskHead.from_dict(d["vl"], source)
+        return cls(**{k: v for k, v in d.items() if k in known} | {"format_version": version, "vl": vl})
 
     def save(self, path: str | Path) -> Path:
         """Write atomically to ``path`` in the current format; returns the path."""

@@ -249,8 +249,8 @@ def _stdout_closed() -> bool:
 
 
 def _diverged(e: Exception) -> bool:
-    """Whether ``e`` is the training loop's TrainingDiverged (its module is heavy: not imported to ask)."""
-    loop = sys.modules.get("hiclip.train.loop")
+    """Whether ``e`` is the run skeleton's TrainingDiverged (its module is heavy: not imported to ask)."""
+    loop = sys.modules.get("hiclip.train.skeleton")
     return loop is not None and isinstance(e, loop.TrainingDiverged)
 
 

@@ -9,7 +9,7 @@ from ddp_worker import join_process_group
 from hiclip import create_model
 from hiclip.train.declip import DeCLIPLoss
 from hiclip.train.distributed import cleanup, init_distributed, mean_over_ranks
-from hiclip.train.step import StepOptions, backward_step
+from hiclip.train.step import StepOptions, declip_gradients
 
 GLOBAL_BATCH, STEPS = 8, 2
 VARIANTS = {"global": False, "local_loss": True}
@@ -41,7 +41,7 @@ def run_steps(module: torch.nn.Module, opts: StepOptions, rows: slice) -> list[d
     out = []
     for step in range(STEPS):
         images, tokens = declip_batch(step)
-        terms = backward_step(module, [(images[rows], tokens[rows])], opts, epoch=0)
+        terms = declip_gradients(module, [(images[rows], tokens[rows])], opts, epoch=0)
         model = module.module.model if isinstance(module, DistributedDataParallel) else module.model
         queue = (module.module if isinstance(module, DistributedDataParallel) else module).queue
         out.append({"terms": {k: mean_over_ranks(v, opts.info).item() for k, v in terms.items()},

@@ -19,7 +19,7 @@ from hiclip.train import TrainConfig, train
 from hiclip.train.declip import TERMS, DeCLIPLoss
 from hiclip.train.distributed import DistInfo
 from hiclip.train.metrics import read_csv
-from hiclip.train.step import StepOptions, autocast_factory, backward_step
+from hiclip.train.step import StepOptions, autocast_factory, declip_gradients
 
 WORLD_TINY = {**fakes.TINY, "vision_cfg": {**fakes.TINY["vision_cfg"]},
               "text_cfg": {**fakes.TINY["text_cfg"], "context_length": 16, "vocab_size": 49408}}
@@ -102,7 +102,7 @@ def test_vit_b32_models_take_a_step(model):
     world = ShapesWorld("train", 2, 224)
     images = torch.stack([two_view_transform(224, world=True)(s.image) for s in world])
     tokens = TextViews(get_tokenizer(model), 0, 0, wordnet=False)([s.caption for s in world])
-    terms = backward_step(DeCLIPLoss(net), [(images, tokens)], StepOptions(DistInfo()))
+    terms = declip_gradients(DeCLIPLoss(net), [(images, tokens)], StepOptions(DistInfo()))
     assert torch.isfinite(terms["loss"]) and net.declip.projector[0].weight.grad is not None
 
 
@@ -120,9 +120,9 @@ def test_bf16_close_to_fp32(tmp_path):
     torch.manual_seed(0)
     objective = DeCLIPLoss(create_model(declip_config(tmp_path)))
     images, tokens = worker.declip_batch(0)
-    fp32 = backward_step(objective, [(images.float(), tokens)], StepOptions(DistInfo()))
+    fp32 = declip_gradients(objective, [(images.float(), tokens)], StepOptions(DistInfo()))
     objective.queue = type(objective.queue)(64, 16)
-    bf16 = backward_step(objective, [(images.float(), tokens)],
+    bf16 = declip_gradients(objective, [(images.float(), tokens)],
                          StepOptions(DistInfo(), autocast_factory("bf16", torch.device("cpu"))))
     for k in ("loss", *TERMS):
         assert bf16[k].item() == pytest.approx(fp32[k].item(), abs=0.05), k

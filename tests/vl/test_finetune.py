@@ -37,7 +37,7 @@ def test_frozen_encoders_stay_bit_identical(tmp_path, pretrained):
     model, *_ = load_finetuned(summary["checkpoint"])
     after = model.encoder.state_dict()
     assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
-    head = Checkpoint.load(summary["checkpoint"]).vl["head_state_dict"]
+    head = Checkpoint.load(summary["checkpoint"]).vl.head_state_dict
     fresh = load_finetuned(summary["checkpoint"])[0].head.state_dict()
     assert all(torch.equal(head[k], fresh[k]) for k in head)
     # ... while a full fine-tune moves them

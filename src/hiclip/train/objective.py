@@ -18,6 +18,7 @@ from ..data.text_views import EDA_OPS, WORLD_EDA_OPS, TextViews
 from .config import TrainConfig
 from .declip import TERMS, DeCLIPLoss
 from .distributed import DistInfo
+from .step import Batch, StepOptions, clip_gradients, declip_gradients
 
 
 def model_config(model: str, objective: str | None) -> ModelCfg:
@@ -32,7 +33,9 @@ class Objective:
     """The training objective of ``model`` (a HiCLIP built from ``model_config``).
 
     ``module``: what the step calls (DDP wraps it): the model itself for CLIP, a
-    ``DeCLIPLoss`` around it for DeCLIP. ``terms``: extra metric columns.
+    ``DeCLIPLoss`` around it for DeCLIP. ``backward``: the objective's own step (gradients of one
+    optimizer step, :func:`~hiclip.train.step.clip_gradients` or ``declip_gradients``).
+    ``terms``: extra metric columns.
     ``data_kind``: "world" gets caption-preserving views (see ``hiclip.data.augment``).
     """
 
@@ -48,8 +51,15 @@ class Objective:
         self.module = (DeCLIPLoss(model, info, local_loss=cfg.local_loss, gather_with_grad=cfg.gather_with_grad)
                        if self.declip else model)
         self.terms = TERMS if self.declip else ()
+        self._gradients = declip_gradients if self.declip else clip_gradients
         self.seed, self.world = cfg.seed, data_kind == "world"
         self.image_size, self.mlm_prob = model.cfg.vision_cfg.image_size, getattr(model.cfg.declip, "mlm_prob", 0)
+
+    def backward(self, module: nn.Module, batches: list[Batch], opts: StepOptions, epoch: int
+                 ) -> dict[str, torch.Tensor]:
+        """Gradients of one optimizer step of ``module`` (``self.module``, maybe in DDP) on
+        ``batches`` -> the detached loss terms, ``"loss"`` first."""
+        return self._gradients(module, batches, opts, epoch)
 
     def train_transform(self, default: Callable) -> Callable:
         """PIL -> (3, S, S) for CLIP (``default``); -> (2, 3, S, S) views for DeCLIP."""

@@ -99,14 +99,10 @@ def accumulate_gradients(model: nn.Module, batches: list[Batch], opts: StepOptio
     return loss.detach()
 
 
-def backward_step(model: nn.Module, batches: list[Batch], opts: StepOptions, epoch: int = 0
-                  ) -> dict[str, torch.Tensor]:
-    """Gradients of one optimizer step for the model's objective -> detached loss terms:
-    ``{"loss"}`` for CLIP (``accumulate_gradients``), ``{"loss", *declip.TERMS}`` for a
-    ``DeCLIPLoss`` (one micro-batch; its queue is filled for ``epoch``)."""
-    inner = model.module if isinstance(model, DistributedDataParallel) else model
-    if not isinstance(inner, DeCLIPLoss):
-        return {"loss": accumulate_gradients(model, batches, opts)}
+def declip_gradients(model: nn.Module, batches: list[Batch], opts: StepOptions, epoch: int = 0
+                     ) -> dict[str, torch.Tensor]:
+    """Backward the DeCLIP objective (``model``: a ``DeCLIPLoss``, maybe in DDP) on one micro-batch
+    -> its detached terms ``{"loss", *declip.TERMS}``; its text queue is filled for ``epoch``."""
     if len(batches) != 1:
         raise ValueError(f"the DeCLIP objective takes one micro-batch per step, got {len(batches)} "
                          "(--accum-freq is not supported with it)")
@@ -117,8 +113,14 @@ def backward_step(model: nn.Module, batches: list[Batch], opts: StepOptions, epo
     return {k: v.detach() for k, v in terms.items()}
 
 
+def clip_gradients(model: nn.Module, batches: list[Batch], opts: StepOptions, epoch: int = 0
+                   ) -> dict[str, torch.Tensor]:
+    """Backward the CLIP objective (:func:`accumulate_gradients`) -> ``{"loss"}``."""
+    return {"loss": accumulate_gradients(model, batches, opts)}
+
+
 def apply_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, opts: StepOptions) -> float:
-    """Clip, step, zero the gradients and clamp ``logit_scale`` to [0, ln 100].
+    """Clip, step, zero the gradients and clamp the model's ``logit_scale`` (if it has one) to [0, ln 100].
 
     Returns the gradient norm before clipping. With a non-finite norm and no
     GradScaler (which skips such steps itself) the parameters are left unchanged.
@@ -133,6 +135,8 @@ def apply_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, opts: St
     elif math.isfinite(norm):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        unwrap(model).logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    scale = getattr(unwrap(model), "logit_scale", None)  # a fine-tuned task model has none of its own
+    if scale is not None:
+        with torch.no_grad():
+            scale.clamp_(0, MAX_LOGIT_SCALE)
     return norm

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 
 from .. import factory
-from ..checkpoint import read_info
+from ..checkpoint import TaskHead, read_info
 from ..train.distributed import resolve_device
 from .data import make_loader
 from .evaluate import evaluate, write_results
@@ -15,17 +15,17 @@ from .model import HeadCfg, VLModel
 from .tasks import load_task
 
 
-def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> tuple[VLModel, Callable, Callable, dict]:
-    """-> (model in eval mode, eval transform, tokenizer, the checkpoint's ``vl`` fields and ``model``)."""
+def load_finetuned(path: str | Path, device: str | torch.device = "cpu"
+                   ) -> tuple[VLModel, Callable, Callable, TaskHead, str]:
+    """-> (model in eval mode, eval transform, tokenizer, the checkpoint's :class:`TaskHead`, its model name)."""
     info = read_info(path)
-    vl = info.get("vl")
-    if not isinstance(vl, dict) or "head_state_dict" not in vl:
+    if info.get("vl") is None:
         raise ValueError(f"{path} is not a checkpoint of `hiclip finetune` (it has no task head)")
-    name = info["model"]
+    vl, name = TaskHead.from_dict(info["vl"], path), info["model"]
     encoder, _, transform = factory.create_model_and_transforms(name, path, device)
-    model = VLModel(encoder, HeadCfg(**vl["head"]), vl.get("freeze_encoders", False)).to(device)
-    model.head.load_state_dict(vl["head_state_dict"])
-    return model.eval(), transform, factory.get_tokenizer(name), {**vl, "model": name}
+    model = VLModel(encoder, HeadCfg(**vl.head), vl.freeze_encoders).to(device)
+    model.head.load_state_dict(vl.head_state_dict)
+    return model.eval(), transform, factory.get_tokenizer(name), vl, name
 
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", task: str | None = None,
@@ -37,12 +37,11 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", task: str | 
     examples only. Writes the results JSON (and predictions) to ``output_dir`` (default: the
     run directory of the checkpoint). Returns the metrics with ``results``: the JSON's path."""
     dev = resolve_device(device)
-    model, transform, tokenizer, info = load_finetuned(checkpoint, dev)
+    model, transform, tokenizer, head, name = load_finetuned(checkpoint, dev)
     size = model.encoder.cfg.vision_cfg.image_size
-    data = load_task(task or info["task"], split, size, samples if split != "train" else None,
-                     answers=info["answers"])
+    data = load_task(task or head.task, split, size, samples if split != "train" else None, answers=head.answers)
     loader = make_loader(data, transform, tokenizer, batch_size, workers=workers, train=False, limit=samples)
     metrics, preds = evaluate(model, data, loader, dev)
     out = Path(output_dir) if output_dir else Path(checkpoint).resolve().parent.parent
-    path = write_results(metrics, preds if predictions else None, out, data, info["model"], str(checkpoint))
+    path = write_results(metrics, preds if predictions else None, out, data, name, str(checkpoint))
     return {**metrics, "results": str(path)}

@@ -20,6 +20,12 @@ class DemoConfig:
     the report."""
 
     out: str = option("demo_out", "output directory")
+    data: str = option("world", "image-caption set to train and test on: world (the embedded one, with gold "
+                                "hierarchies, zero-shot and compositional tests), csv:FILE or wds:PATTERN (split "
+                                "80/10/10 by a stable hash of each image; bad rows counted and skipped), or "
+                                "csv:FOLDER holding train.csv, val.csv and test.csv (splits as given)")
+    classes: str | None = option(None, "with --data: an image folder FOLDER/<class>/* (or with FOLDER/test) to "
+                                       "score zero-shot classification on", metavar="FOLDER")
     seeds: int = option(3, "seeds per model, for mean ± sd")
     seed: int = option(0, "first seed")
     device: str = option("cpu", "torch device")
@@ -56,9 +62,20 @@ class DemoConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not (self.data == "world" or self.data.startswith(("csv:", "wds:"))):
+            raise ValueError(f"data must be world, csv:FILE, csv:FOLDER or wds:PATTERN, got {self.data!r}")
+        if self.classes is not None and self.data == "world":
+            raise ValueError("--classes scores a user's class folder; it goes with --data csv:... or wds:...")
+        if self.vl and self.data != "world":
+            raise ValueError("--vl fine-tunes on the world's VQA and entailment tasks; it needs --data world")
         unknown = [m for m in self.models if m not in factory.list_models()]
         if unknown:
             raise ValueError(f"unknown model(s) {', '.join(unknown)}; `hiclip models` lists them")
+
+    @property
+    def world(self) -> bool:
+        """Whether the demo runs on the embedded world (else on the user's ``data``)."""
+        return self.data == "world"
 
     @property
     def seed_list(self) -> list[int]:

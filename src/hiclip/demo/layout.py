@@ -6,6 +6,7 @@ the report, the figures, ``hiclip report`` and ``experiments/`` read there::
     OUT/demo.json                      the DemoConfig of the last report (DemoConfig.from_dict)
     OUT/plan.json                      the step plan (Plan)
     OUT/wall_time.json                 {"seconds": wall time summed over invocations}
+    OUT/data/{train,val,test}.csv      with ``--data``: the splits (hiclip.data.splits.write_splits), splits.json
     OUT/runs/<model>-s<seed>/          a `hiclip train` run (checkpoint.RunPaths), its summary.json (RunSummary)
     OUT/eval/<model>-s<seed>/records.json   `hiclip eval` records of the run
     OUT/induce/<model>-s<seed>.json    the run's `hiclip induce-eval` report
@@ -44,6 +45,10 @@ class DemoLayout:
 
     def induce_report(self, model: str, seed: int) -> Path:
         return self.root / "induce" / f"{run_name(model, seed)}.json"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
 
     @property
     def config(self) -> Path:

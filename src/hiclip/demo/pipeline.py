@@ -1,5 +1,8 @@
 """The main job: train HiCLIP-Tiny and CLIP-Tiny alike on the embedded world, evaluate both,
-induce hierarchies, and write a report (`make demo`, `hiclip demo`).
+induce hierarchies, and write a report (`make demo`, `hiclip demo`). With ``--data`` the same
+study runs on the user's captioned images: split by a stable hash of each image (or as given),
+trained alike, scored on the test split's retrieval (and zero-shot on ``--classes``); there is
+no gold hierarchy there, so nothing is induced.
 
 Every stage writes its result under ``DemoConfig.out`` (paths: :class:`DemoLayout`) and is
 skipped when rerun, so an interrupted demo continues where it stopped (training itself resumes
@@ -18,19 +21,27 @@ from ..runlock import folder_lock
 from ..eval.run import evaluate_model
 from ..induce.run import induce_eval
 from ..train.config import TrainConfig
+from ..data.splits import write_splits
 from ..train.loop import train
 from ..vl.study import VLStudyConfig, run_vl_study
 from .config import DemoConfig
 from .figures import hierarchy_pictures
 from .layout import DemoLayout, Plan, read_wall_time, write_json
-from .report import write_report
+from .report import stored_config, write_report
 
 EVAL_TASKS = ("zeroshot_classification", "zeroshot_retrieval", "compositional")
 
 
+def data_splits(cfg: DemoConfig) -> dict[str, Path] | None:
+    """``{split: csv}`` of ``cfg.data`` (written once under ``OUT/data``); None on the world."""
+    return None if cfg.world else write_splits(cfg.data, DemoLayout(cfg.out).data)
+
+
 def train_config(cfg: DemoConfig, model: str, seed: int, steps: int) -> TrainConfig:
     """The demo's training recipe for one run (the ablations in experiments/ use it too)."""
-    return TrainConfig(output_dir=str(DemoLayout(cfg.out).run(model, seed).root), model=model, seed=seed,
+    splits = data_splits(cfg)
+    data = {} if splits is None else {"data": f"csv:{splits['train']}", "val_data": f"csv:{splits['val']}"}
+    return TrainConfig(output_dir=str(DemoLayout(cfg.out).run(model, seed).root), model=model, seed=seed, **data,
                        steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                        workers=cfg.workers, resume="latest", save_every=max(steps // 4, 1),
                        val_every=max(steps // 8, 1), val_samples=cfg.val_samples, device=cfg.device, progress=cfg.progress,
@@ -127,6 +138,12 @@ def _run_demo(cfg: DemoConfig) -> Path:
     layout = DemoLayout(cfg.out)
     layout.root.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    _check_data(cfg, layout)
+    splits = data_splits(cfg)
+    if splits is not None:
+        counts = {s: sum(1 for _ in open(f, encoding="utf-8", errors="replace")) - 1 for s, f in splits.items()}
+        print(f"data {cfg.data}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" pairs (in {layout.data})",
+              flush=True)
     plan = _load_plan(cfg, layout)
     steps = plan.steps
     print(f"plan: {len(cfg.models)} models x {cfg.seeds} seeds x {steps} steps of {cfg.batch_size} pairs; "
@@ -142,7 +159,7 @@ def _run_demo(cfg: DemoConfig) -> Path:
                 raise RuntimeError(f"training {done.parent.name} stopped at step {summary['steps']} "
                                    f"({summary['stopped']}); rerun the demo to continue")
             write_json(done, summary)
-    pictured = picture_run(cfg)
+    pictured = picture_run(cfg) if cfg.world else None
     for model, seed in runs:
         _evaluate_and_induce(cfg, layout, model, seed, stages, draw=(model, seed) == pictured)
     if cfg.vl:
@@ -157,6 +174,28 @@ def _run_demo(cfg: DemoConfig) -> Path:
     return path
 
 
+def _check_data(cfg: DemoConfig, layout: DemoLayout) -> None:
+    """A folder's runs were trained on one data set: another ``--data`` needs another ``--out``."""
+    if not layout.config.is_file() and not layout.plan.is_file():
+        return
+    try:
+        stored = stored_config(layout)
+    except ValueError:  # a plan without a config: an earlier version's folder, on the world
+        return
+    if stored.data != cfg.data:
+        raise ValueError(f"{layout.root} holds a demo on data {stored.data!r}, not {cfg.data!r}: use another --out")
+
+
+def eval_jobs(cfg: DemoConfig, splits: dict[str, Path] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(tasks, datasets) the demo evaluates: the world's, or the test split's retrieval (and zero-shot
+    on ``cfg.classes``)."""
+    if splits is None:
+        return EVAL_TASKS, ("world",)
+    if cfg.classes is None:
+        return ("zeroshot_retrieval",), (str(splits["test"]),)
+    return ("zeroshot_retrieval", "zeroshot_classification"), (str(splits["test"]), cfg.classes)
+
+
 def _evaluate_and_induce(cfg: DemoConfig, layout: DemoLayout, model: str, seed: int, stages: _Stages,
                          draw: bool) -> None:
     """Evaluate one run, induce its hierarchies and (``draw``) draw the report's trees and groups;
@@ -168,16 +207,22 @@ def _evaluate_and_induce(cfg: DemoConfig, layout: DemoLayout, model: str, seed: 
     net, transform, tokenizer = factory.load_for_inference(model, ckpt, cfg.device) if todo else (None,) * 3
     stages.next(f"evaluate {run.root.name}")
     if not eval_path.is_file():
+        tasks, datasets = eval_jobs(cfg, data_splits(cfg))
         records = evaluate_model(net, transform, tokenizer, model_name=model, pretrained=str(ckpt),
-                                 tasks=EVAL_TASKS, datasets=("world",), output_dir=eval_path.parent,
+                                 tasks=tasks, datasets=datasets, output_dir=eval_path.parent,
                                  verbose=False, batch_size=128, device=cfg.device,
-                                 world_size=cfg.eval_samples, seed=0,
-                                 world_image_size=net.cfg.vision_cfg.image_size)
+                                 world_size=cfg.eval_samples, max_samples=None if cfg.world else cfg.eval_samples,
+                                 seed=0, world_image_size=net.cfg.vision_cfg.image_size)
         write_json(eval_path, records)
     stages.next(f"induce hierarchies of {run.root.name}")
     if not induce_path.is_file():
-        report = (induce_eval(net, transform, tokenizer, n=cfg.induce_samples, seed=0, progress=cfg.progress,
-                              tune_split="val") if net.has_hierarchy else {"no_hierarchy": True})
+        if not cfg.world:  # no gold trees or objects to score against
+            report = {"no_gold": f"data {cfg.data} has no gold hierarchies; nothing was induced"}
+        elif net.has_hierarchy:
+            report = induce_eval(net, transform, tokenizer, n=cfg.induce_samples, seed=0, progress=cfg.progress,
+                                 tune_split="val")
+        else:
+            report = {"no_hierarchy": True}
         write_json(induce_path, report)
     if draw and not layout.pictures.is_file():
         hierarchy_pictures(net, transform, tokenizer, layout, model, seed).write(layout.pictures)

@@ -45,6 +45,22 @@ EVAL_METRICS = [
 ]
 
 
+# with --data (a user's images): the test split's retrieval, zero-shot on --classes; dataset None: the
+# record of that task, whatever the dataset's path
+DATA_METRICS = [
+    ("retrieval image→text R@1", "zeroshot_retrieval", None, "text_retrieval_recall@1"),
+    ("retrieval text→image R@1", "zeroshot_retrieval", None, "image_retrieval_recall@1"),
+    ("retrieval image→text R@5", "zeroshot_retrieval", None, "text_retrieval_recall@5"),
+    ("retrieval text→image R@5", "zeroshot_retrieval", None, "image_retrieval_recall@5"),
+    ("zero-shot acc (--classes folder)", "zeroshot_classification", None, "acc1"),
+]
+
+
+def eval_metrics(cfg: DemoConfig) -> list[tuple[str, str, str | None, str]]:
+    """The eval metrics the report reads for a demo on ``cfg.data``."""
+    return EVAL_METRICS if cfg.world else DATA_METRICS
+
+
 # (label, key of hiclip.induce.run.flatten_report); read from `hiclip induce-eval` reports
 INDUCE_METRICS = [
     ("caption trees: bracket F1 (val-chosen read-out)", "tree_f1"),
@@ -61,14 +77,17 @@ INDUCE_METRICS = [
 ]
 
 
-def collect(layout: DemoLayout, models: Sequence[str], seeds: Sequence[int]) -> Table:
+def collect(layout: DemoLayout, models: Sequence[str], seeds: Sequence[int],
+            metrics: Sequence[tuple[str, str, str | None, str]] = tuple(EVAL_METRICS)) -> Table:
     """metric label -> model -> one value per seed (eval records and induction reports)."""
     table: Table = {}
     for model in models:
         for seed in seeds:
             found = read_eval(layout.eval_records(model, seed))
-            for label, task, dataset, key in EVAL_METRICS:
-                value = found.get((task, dataset), {}).get(key)
+            for label, task, dataset, key in metrics:
+                record = (found.get((task, dataset), {}) if dataset is not None else
+                          next((m for (t, _), m in found.items() if t == task), {}))
+                value = record.get(key)
                 if value is not None:
                     table.setdefault(label, {}).setdefault(model, []).append(float(value))
             scores = read_induce(layout.induce_report(model, seed))
@@ -176,7 +195,7 @@ class DemoResults:
         plan = plan or Plan.read(layout.plan)
         cfg = cfg or stored_config(layout, plan)
         models, seeds = tuple(cfg.models), cfg.seed_list
-        return cls(layout, cfg, plan, collect(layout, models, seeds), comparison_pairs(models),
+        return cls(layout, cfg, plan, collect(layout, models, seeds, eval_metrics(cfg)), comparison_pairs(models),
                    {layout.run(m, s).root.name: RunSummary.read(layout.summary(m, s)) for m in models for s in seeds})
 
     @property
@@ -193,6 +212,24 @@ def stored_config(layout: DemoLayout, plan: Plan | None = None) -> DemoConfig:
     if plan is None or plan.config is None:
         raise ValueError(f"{layout.root} is not a demo folder (no demo.json, no plan.json with a config)")
     return DemoConfig.from_dict(plan.config)
+
+
+def data_line(res: DemoResults) -> str:
+    """Where the pairs came from (``--data``): the spec, the split rule and the counts."""
+    if res.cfg.world:
+        return ""
+    record = res.layout.data / "splits.json"
+    if record.is_file():
+        stored = json.loads(record.read_text())
+        counts = ", ".join(f"{n} {s}" for s, n in stored["counts"].items())
+        skipped = sum(stored.get("skipped", {}).values())
+        how = (f"split {'/'.join(str(round(100 * f)) for f in stored['fractions'])} by a stable hash of each image "
+               f"({counts} pairs" + (f"; {skipped} unusable samples skipped" if skipped else "") + ")")
+    else:
+        how = "with its given train / val / test splits"
+    classes = f"; zero-shot classification on `{res.cfg.classes}`" if res.cfg.classes else ""
+    return (f"Data: `{res.cfg.data}`, {how}; validation during training on the val split, every score on the "
+            f"test split{classes}. There are no gold hierarchies here, so none are induced or scored.\n")
 
 
 def intro(res: DemoResults) -> str:
@@ -235,8 +272,9 @@ def how_made(res: DemoResults, elapsed_s: float) -> list[str]:
     train_s = sum(v.time_s for v in res.summaries.values())
     return [f"Steps per run: {res.plan.steps}, a fixed plan (the same on every machine"
             + "".join(f"; measured {s:.2f} s per step of {m}" for m, s in res.plan.seconds_per_step.items())
-            + f"). Tree read-outs and image-group layers and thresholds were chosen on the validation split and "
-            f"scored on the test split. Training took {train_s / 60:.1f} min in all; the whole demo {elapsed_s / 60:.1f} "
+            + ("). Tree read-outs and image-group layers and thresholds were chosen on the validation split and "
+               "scored on the test split." if res.cfg.world else ").")
+            + f" Training took {train_s / 60:.1f} min in all; the whole demo {elapsed_s / 60:.1f} "
             "min of wall time (summed over invocations, when it was interrupted and rerun).\n"]
 
 
@@ -312,21 +350,26 @@ def write_report(cfg: DemoConfig, plan: Plan, elapsed_s: float | None = None) ->
     plot_curves(layout, models, seeds, layout.figures / "curves.png")
     zs = [lab for lab, task, _, _ in EVAL_METRICS if task == "zeroshot_classification"]
     comp = [lab for lab, task, _, _ in EVAL_METRICS if task == "compositional"]
-    plot_bars(res.table, zs, models, layout.figures / "zeroshot.png", "zero-shot accuracy (embedded world, test split)")
-    plot_bars(res.table, comp, models, layout.figures / "compositional.png",
-              "compositional accuracy (true caption beats every hard negative)", _chance(layout, models[0], seeds[0]))
+    if cfg.world:
+        plot_bars(res.table, zs, models, layout.figures / "zeroshot.png",
+                  "zero-shot accuracy (embedded world, test split)")
+        plot_bars(res.table, comp, models, layout.figures / "compositional.png",
+                  "compositional accuracy (true caption beats every hard negative)", _chance(layout, models[0], seeds[0]))
+    bars = (["## Zero-shot and compositional accuracy\n", "![zero-shot](figures/zeroshot.png)\n",
+             "![compositional](figures/compositional.png)\n"] if cfg.world else [])
     env = environment()
-    md = [f"# {' vs '.join(models)} on the embedded world\n", intro(res),
+    where = "the embedded world" if cfg.world else f"`{cfg.data}`"
+    md = [f"# {' vs '.join(models)} on {where}\n", intro(res), data_line(res),
           "## What it shows\n", *verdict_lines(res), "## All metrics\n", *metrics_table(res),
           *vl_section(layout, res.pairs),
           "## Training\n", "![curves](figures/curves.png)\n", training_table(res), "",
-          "## Zero-shot and compositional accuracy\n", "![zero-shot](figures/zeroshot.png)\n",
-          "![compositional](figures/compositional.png)\n",
-          *_pictures(layout),
+          *bars, *_pictures(layout),
           "## How this was made\n", *commands_block(res), *how_made(res, elapsed_s),
           "Versions: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "\n",
-          "This is a tiny model on synthetic data: it shows what the method does under control, "
-          "not what it does on YFCC15M.\n"]
+          ("This is a tiny model on synthetic data: it shows what the method does under control, "
+           "not what it does on YFCC15M.\n" if cfg.world else
+           "Tiny models trained briefly on this set alone: a like-for-like comparison of the two, not what "
+           "either reaches when pretrained at scale.\n")]
     text = "\n".join(md)
     layout.report.write_text(text)
     body = markdown.markdown(text, extensions=["tables", "fenced_code"])

@@ -46,6 +46,9 @@ def _set(path: str, value):
     return change
 
 
+BUDGET = [0.2, 0.4, 0.6, 0.8]
+"""The budget rows' shares of edges merged per hierarchy layer."""
+
 VARIANTS: dict[str, tuple[str, list]] = {
     # name: (base model, changes to its config dict)
     "hiclip": (BASE, []),
@@ -70,6 +73,12 @@ VARIANTS: dict[str, tuple[str, list]] = {
     "constituent": (BASE, [_set("constituent_loss", 0.5)]),  # the span–image constituent loss (design §1.8)
     "distance_constituent": (BASE, [_set("vision_cfg.hierarchy.link", "distance"),
                                     _set("text_cfg.hierarchy.link", "distance"), _set("constituent_loss", 0.5)]),
+    # the per-sample link budget (design §1.2): distance links at fixed shares of standardised scores,
+    # evenly spaced over the 4 hierarchy layers (not tuned)
+    **{name: (BASE, [_set("vision_cfg.hierarchy.link", "distance"), _set("text_cfg.hierarchy.link", "distance"),
+                     _set("vision_cfg.hierarchy.budget", BUDGET), _set("text_cfg.hierarchy.budget", BUDGET),
+                     *([_set("constituent_loss", 0.5)] if name.endswith("constituent") else [])])
+       for name in ("distance_budget", "distance_budget_constituent")},
     # a control, not a variant: the base model at its initialisation (seeded), through the same read-outs
     "untrained": (BASE, []),
     "clip": (CLIP, []),

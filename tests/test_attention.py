@@ -13,13 +13,14 @@ from hiclip.kernels import Prior
 KERNELS = ["materialized", "lean"]
 
 
-RULES = ["softmax", "softmax_none", "sigmoid", "distance"]
+RULES = ["softmax", "softmax_none", "sigmoid", "distance", "distance_budget"]
 
 
 def make(renormalize=False, seed=0, kernel="auto", width=16, heads=4, rule="softmax"):
     torch.manual_seed(seed)
+    budget = 0.4 if rule == "distance_budget" else None  # the distance rule at a fixed share of each sample's edges
     attn = Attention(width=width, heads=heads, link_dim=4, renormalize=renormalize, kernel=kernel,
-                     link_rule=rule).double()
+                     link_rule="distance" if budget else rule, budget_share=budget).double()
     torch.nn.init.normal_(attn.in_proj_weight, std=0.3)
     for lin in (attn.link_q, attn.link_k):
         torch.nn.init.normal_(lin.weight, std=1.0)  # links spread over (0, 1), not all ~0.7

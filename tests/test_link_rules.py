@@ -170,11 +170,13 @@ def test_per_layer_rules_compose_by_the_constraint(rule):
     torch.testing.assert_close(history[1][0], prev + (1 - prev) * new, rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("rule", ["softmax_none", "sigmoid", "distance"])
-def test_every_rule_trains_every_link_parameter_of_a_model(rule):
+@pytest.mark.parametrize("rule, biases", [("softmax_none", 8), ("sigmoid", 8), ("distance", 8),
+                                          ("distance_budget", 2)])  # a budget: one sharpness per tower
+def test_every_rule_trains_every_link_parameter_of_a_model(rule, biases):
     cfg = load_config("HiCLIP-Tiny").to_dict()
     for tower in ("vision_cfg", "text_cfg"):
-        cfg[tower]["hierarchy"]["link"] = rule
+        cfg[tower]["hierarchy"] |= ({"link": "distance", "budget": [0.2, 0.4, 0.6, 0.8]} if rule == "distance_budget"
+                                    else {"link": rule})
     torch.manual_seed(0)
     model = HiCLIP(ModelCfg.from_dict(cfg))
     images = torch.randn(2, 3, 64, 64)
@@ -183,7 +185,7 @@ def test_every_rule_trains_every_link_parameter_of_a_model(rule):
     img, txt = model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True)
     (img @ txt.T).logsumexp(-1).sum().backward()
     link = {n: p.grad for n, p in model.named_parameters() if ".attn.link" in n}
-    assert len([n for n in link if n.endswith("link_bias")]) == 8
+    assert len([n for n in link if n.endswith("link_bias")]) == biases
     assert all(g is not None and g.abs().sum() > 0 for g in link.values()), \
         [n for n, g in link.items() if g is None or g.abs().sum() == 0]
 
@@ -201,3 +203,72 @@ def test_grid_structure_rules_give_grid_shaped_links():
     a = Attention(16, 4, link_dim=G, link_rule="sigmoid").double()
     h, v = a.link_state(torch.randn(2, 7, 16, dtype=torch.float64), GridStructure((2, 3)), None).links
     assert h.shape == (2, 2, 2) and v.shape == (2, 1, 3)
+
+
+SHARES = [0.2, 0.5, 0.8]
+
+
+def test_budget_standardises_each_samples_valid_edges_and_thresholds_at_fixed_quantiles():
+    """a^l = σ(s (z − Φ⁻¹(1 − share_l))) with z the first layer's edge scores standardised over the
+    sample's own valid edges (padding left out), written out edge by edge."""
+    torch.manual_seed(0)
+    t = Transformer(16, 3, 4, hierarchy_layers=[0, 1, 2], link_dim=G, link_rule="distance", budget=SHARES).double()
+    t.init_parameters()
+    first = t.resblocks[0].attn
+    assert [hasattr(b.attn, "link_bias") for b in t.resblocks] == [True, False, False]  # one sharpness only
+    inside = torch.tensor([[True] * 7, [True] * 5 + [False] * 2])
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    _, history = t(x, structure=ChainStructure(inside))
+    h = t.resblocks[0].ln_1(x)
+    q, k = first.link_q(h), first.link_k(h)
+    scale = math.log1p(math.exp(first.link_bias.item()))
+    assert scale == pytest.approx(2.0)
+    for b in range(2):
+        n = int(inside[b].sum())
+        m = [(score(q, k, b, e, e + 1) + score(q, k, b, e + 1, e)) / 2 for e in range(n - 1)]
+        mu = sum(m) / len(m)
+        sd = (sum((v - mu) ** 2 for v in m) / len(m)) ** 0.5
+        for layer, share in enumerate(SHARES):
+            from statistics import NormalDist
+            thr = NormalDist().inv_cdf(1 - share)
+            want = [sig(scale * ((v - mu) / (sd + 1e-6) - thr)) for v in m]
+            got = history[layer][0][b]
+            torch.testing.assert_close(got[: n - 1], torch.tensor(want, dtype=torch.float64), rtol=1e-10, atol=1e-12)
+            assert (got[n - 1:] == 0).all()  # padding edges stay unlinked
+
+
+def test_budget_cannot_collapse_and_nests():
+    """Whatever the scores, a layer merges about its share: all-equal scores give one value per
+    layer (no NaN), a huge or a small score scale the same links (standardised), the layers nest."""
+    z = hi.standardize_edges(((torch.full((1, 5), 3.0, dtype=torch.float64)),))
+    assert torch.equal(z[0], torch.zeros(1, 5, dtype=torch.float64))
+    g = torch.Generator().manual_seed(1)
+    h, v = torch.randn(3, 8, 7, dtype=torch.float64, generator=g), torch.randn(3, 7, 8, dtype=torch.float64, generator=g)
+    big = hi.standardize_edges((1e4 * h, 1e4 * v))
+    small = hi.standardize_edges((0.1 * h, 0.1 * v))
+    for a, b in zip(big, small):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    pooled = torch.cat([big[0].flatten(1), big[1].flatten(1)], 1)
+    torch.testing.assert_close(pooled.mean(1), torch.zeros(3, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(pooled.std(1, unbiased=False), torch.ones(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    sharp = [hi.budget_links(big, torch.tensor(50.0, dtype=torch.float64), s) for s in SHARES]
+    for share, links in zip(SHARES, sharp):
+        merged = torch.cat([a.flatten(1) for a in links], 1).gt(0.5).double().mean(1)
+        assert (merged - share).abs().max() < 0.12  # 112 edges per sample, Gaussian scores
+    for lo, hi_ in zip(sharp, sharp[1:]):
+        assert all((b >= a).all() for a, b in zip(lo, hi_))
+
+
+def test_budget_is_checked_in_the_config():
+    cfg = load_config("HiCLIP-Tiny").to_dict()
+    cfg["text_cfg"]["hierarchy"]["budget"] = [0.2, 0.4, 0.6, 0.8]
+    with pytest.raises(ValueError, match=r"hierarchy.budget = \[0.2, 0.4, 0.6, 0.8\]; allowed: null unless .*distance"):
+        ModelCfg.from_dict(cfg)
+    cfg["text_cfg"]["hierarchy"]["link"] = "distance"
+    for bad, allowed in (([0.5, 0.4, 0.6, 0.8], "increasing shares"), ([0.2, 1.0, 0.6, 0.8], "increasing"),
+                         ([0.2, 0.4], "one share per hierarchy layer")):
+        cfg["text_cfg"]["hierarchy"]["budget"] = bad
+        with pytest.raises(ValueError, match=allowed):
+            ModelCfg.from_dict(cfg)
+    cfg["text_cfg"]["hierarchy"]["budget"] = [0.2, 0.4, 0.6, 0.8]
+    assert ModelCfg.from_dict(cfg).text_cfg.hierarchy.budget == [0.2, 0.4, 0.6, 0.8]

@@ -49,6 +49,9 @@ class Structure(Protocol):
     def restrict(self, links: Links) -> Links:
         """Links that are 0 on edges outside the structure (a chain's padding), unchanged elsewhere."""
 
+    def edges(self) -> tuple[torch.Tensor, ...] | None:
+        """Per family a bool mask of the edges inside the structure (None: every edge)."""
+
     def prior(self, links: Links) -> torch.Tensor:
         """Cumulative links ``a^l`` -> constituent prior C (B, N, N) over the full sequence."""
 
@@ -78,6 +81,9 @@ class ChainStructure:
     def restrict(self, links: Links) -> Links:
         (a,) = links
         return (a * (self.inside[:, :-1] & self.inside[:, 1:]),)
+
+    def edges(self) -> tuple[torch.Tensor, ...] | None:
+        return (self.inside[:, :-1] & self.inside[:, 1:],)
 
     def prior(self, links: Links) -> torch.Tensor:
         (a,) = links
@@ -117,6 +123,9 @@ class GridStructure:
     def restrict(self, links: Links) -> Links:
         return links
 
+    def edges(self) -> tuple[torch.Tensor, ...] | None:
+        return None
+
     def prior(self, links: Links) -> torch.Tensor:
         return hi.embed_prior(hi.grid_prior(*links), offset=self.offset)
 
@@ -128,6 +137,8 @@ class GridStructure:
 
 
 LINK_BIAS_INIT = {"softmax_none": math.log(8.0), "sigmoid": math.log(0.1 / 0.9), "distance": math.log(0.1 / 0.9)}
+BUDGET_SCALE_INIT = math.log(math.expm1(2.0))
+"""With ``hierarchy.budget``: the first layer's logit starts the sharpness ``s = softplus(b)`` at 2."""
 """Start of each rule's per-layer logit ``b_l``: a layer with no preference links with about 0.1
 (``softmax_none``: ``p = 1/10`` for each of a chain token's two neighbours; ``sigmoid``: ``σ(b) = 0.1``;
 ``distance``: the first threshold ``τ_0``, the later layers' increments set by :func:`distance_steps`)."""
@@ -146,7 +157,9 @@ class Attention(nn.Module):
     A hierarchy layer (``link_dim`` given) holds its neighbour projections ``link_q``/``link_k`` and,
     for every rule but ``softmax``, a scalar logit ``link_bias`` (started at ``link_bias``, default
     :data:`LINK_BIAS_INIT`); with ``shares_scores`` (a later ``distance`` layer) it has no projections
-    and its logit is the threshold's increment ``τ_l − τ_{l−1} = softplus(b_l)``.
+    and its logit is the threshold's increment ``τ_l − τ_{l−1} = softplus(b_l)``. With
+    ``budget_share`` (``hierarchy.budget``) a ``distance`` layer merges that share of each sample's
+    edges: the first layer's logit is the sharpness ``softplus(b)``, later layers hold no parameter.
 
     ``C ⊙ softmax(QK^T/sqrt(d_h) + mask)`` (Tree Transformer; default) or, with
     ``renormalize``, ``softmax(QK^T/sqrt(d_h) + mask + log C)``. With no prior it is
@@ -158,7 +171,7 @@ class Attention(nn.Module):
 
     def __init__(self, width: int, heads: int, link_dim: int | None = None, renormalize: bool = False,
                  kernel: str = "auto", link_rule: str = "softmax", link_bias: float | None = None,
-                 shares_scores: bool = False):
+                 shares_scores: bool = False, budget_share: float | None = None):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
@@ -175,7 +188,13 @@ class Attention(nn.Module):
         if self.has_link_projections:
             self.link_q = nn.Linear(width, link_dim, bias=False)
             self.link_k = nn.Linear(width, link_dim, bias=False)
-        if self.hierarchical and link_rule != "softmax":
+        if budget_share is not None and link_rule != "distance":
+            raise ValueError(f"a link budget needs the distance rule, got {link_rule!r}")
+        self.budget_share = budget_share
+        if budget_share is not None:
+            if not shares_scores:
+                self.link_bias = nn.Parameter(torch.tensor(BUDGET_SCALE_INIT))
+        elif self.hierarchical and link_rule != "softmax":
             self.link_bias = nn.Parameter(torch.tensor(LINK_BIAS_INIT[link_rule] if link_bias is None else link_bias))
 
     def neighbour_qk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,6 +205,13 @@ class Attention(nn.Module):
         """This layer's cumulative links ``a^l`` from x (B, N, D) and the previous layer's state, by
         ``link_rule`` (:data:`hiclip.hierarchy.LINK_RULES`)."""
         rule = self.link_rule
+        if self.budget_share is not None:  # the distance rule at fixed shares of standardised scores
+            if state is None or state.mean is None:
+                scores = hi.edge_mean(structure.scores(*self.neighbour_qk(x)))
+                z, scale = hi.standardize_edges(scores, structure.edges()), F.softplus(self.link_bias)
+            else:
+                z, scale = state.mean, state.tau
+            return LinkState(structure.restrict(hi.budget_links(z, scale, self.budget_share)), z, scale)
         if rule == "distance":
             if state is None or state.mean is None:  # the first hierarchy layer: the shared scores
                 mean, tau = hi.edge_mean(structure.scores(*self.neighbour_qk(x))), self.link_bias
@@ -230,10 +256,12 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, quick_gelu: bool = False,
                  link_dim: int | None = None, renormalize: bool = False, kernel: str = "auto",
-                 link_rule: str = "softmax", link_bias: float | None = None, shares_scores: bool = False):
+                 link_rule: str = "softmax", link_bias: float | None = None, shares_scores: bool = False,
+                 budget_share: float | None = None):
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
-        self.attn = Attention(width, heads, link_dim, renormalize, kernel, link_rule, link_bias, shares_scores)
+        self.attn = Attention(width, heads, link_dim, renormalize, kernel, link_rule, link_bias, shares_scores,
+                              budget_share)
         self.ln_2 = nn.LayerNorm(width)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(OrderedDict([
@@ -260,10 +288,14 @@ class Transformer(nn.Module):
 
     def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0,
                  quick_gelu: bool = False, hierarchy_layers: list[int] = (), link_dim: int | None = None,
-                 renormalize: bool = False, kernel: str = "auto", link_rule: str = "softmax"):
+                 renormalize: bool = False, kernel: str = "auto", link_rule: str = "softmax",
+                 budget: list[float] | None = None):
         super().__init__()
         self.width, self.layers = width, layers
         self.hierarchy_layers = sorted(hierarchy_layers)  # from the config; blocks are built from it
+        if budget is not None and len(budget) != len(self.hierarchy_layers):
+            raise ValueError(f"hierarchy.budget {budget}: one share per hierarchy layer ({len(self.hierarchy_layers)})")
+        share = dict(zip(self.hierarchy_layers, budget)) if budget is not None else {}
         link_dim = link_dim or width // heads
         first = self.hierarchy_layers[0] if self.hierarchy_layers else None
         later = link_rule == "distance" and len(self.hierarchy_layers) > 1
@@ -271,7 +303,7 @@ class Transformer(nn.Module):
             ResidualBlock(width, heads, mlp_ratio, quick_gelu, link_dim if i in hierarchy_layers else None,
                           renormalize, kernel, link_rule,
                           distance_steps(len(self.hierarchy_layers)) if later and i != first else None,
-                          shares_scores=link_rule == "distance" and i != first)
+                          shares_scores=link_rule == "distance" and i != first, budget_share=share.get(i))
             for i in range(layers)
         ])
         self.grad_checkpointing = False

@@ -54,6 +54,10 @@ class HierarchyCfg:
     link: how a layer's neighbour scores become links, one of :data:`LINK_RULES` (docs/design.md
         §1.2): ``softmax`` (the paper's, Tree Transformer's neighbour softmax), ``softmax_none``,
         ``sigmoid``, ``distance``.
+    budget: with ``link: distance``, the share of each sample's edges merged at each hierarchy
+        layer (one increasing number in (0, 1) per hierarchy layer; None: the learned thresholds):
+        the scores are standardised per sample and thresholded at fixed quantiles
+        (:func:`hiclip.hierarchy.budget_links`), so no sample can collapse into one region.
     """
 
     enabled: bool = False
@@ -62,9 +66,17 @@ class HierarchyCfg:
     renormalize: bool = False
     kernel: str = "auto"
     link: str = "softmax"
+    budget: list[float] | None = None
 
     def __post_init__(self) -> None:
         _check_sizes(self, "hierarchy.")
+        if self.budget is not None:
+            b = self.budget
+            if self.link != "distance":
+                raise _bad("hierarchy.budget", b, f"null unless hierarchy.link is \"distance\" (it is {self.link!r})")
+            if (not isinstance(b, list) or not b or not all(isinstance(x, (int, float)) and 0 < x < 1 for x in b)
+                    or any(x >= y for x, y in zip(b, b[1:]))):
+                raise _bad("hierarchy.budget", b, "a list of increasing shares, each in (0, 1)")
         if self.kernel not in KERNELS:
             raise ValueError(f"hierarchy.kernel must be one of {KERNELS}, got {self.kernel!r}")
         if self.link not in LINK_RULES:
@@ -88,6 +100,11 @@ class _Tower:
 
     hierarchy: HierarchyCfg
     layers: int
+
+    def _check_budget(self, where: str) -> None:
+        budget, n = self.hierarchy.budget, len(self.hierarchy_layers)
+        if budget is not None and len(budget) != n:
+            raise _bad(f"{where}hierarchy.budget", budget, f"one share per hierarchy layer ({n})")
 
     @property
     def hierarchy_layers(self) -> list[int]:
@@ -118,6 +135,7 @@ class VisionCfg(_Tower):
     def __post_init__(self) -> None:
         _check_sizes(self, "vision_cfg.")
         _check_width(self, "vision_cfg.")
+        self._check_budget("vision_cfg.")
         if self.image_size % self.patch_size:
             raise _bad("vision_cfg.patch_size", self.patch_size, f"a divisor of vision_cfg.image_size ({self.image_size})")
         if (self.image_size // self.patch_size) ** 2 > MAX_TOKENS:
@@ -155,6 +173,7 @@ class TextCfg(_Tower):
     def __post_init__(self) -> None:
         _check_sizes(self, "text_cfg.")
         _check_width(self, "text_cfg.")
+        self._check_budget("text_cfg.")
         if not 3 <= self.context_length <= MAX_TOKENS:  # start, one word, end
             raise _bad("text_cfg.context_length", self.context_length, f"3 to {MAX_TOKENS} tokens")
         if self.pool not in TEXT_POOLS:
@@ -268,6 +287,8 @@ _TYPES = {"int": ("an integer", lambda v: isinstance(v, int) and not isinstance(
           "str": ("a string", lambda v: isinstance(v, str)),
           "list[int]": ("a list of integers",
                         lambda v: isinstance(v, list) and all(_TYPES["int"][1](x) for x in v)),
+          "list[float]": ("a list of numbers",
+                          lambda v: isinstance(v, list) and all(_TYPES["float"][1](x) for x in v)),
           "None": ("null", lambda v: v is None)}
 
 

@@ -71,6 +71,12 @@ LINK_RULES = CONFIG_LINK_RULES
   ``δ_ij = −(s_ij + s_ji)/2``, shared by all layers: the cumulative link is
   ``a^l = σ(τ_l − δ_ij)`` with increasing thresholds ``τ_l`` (syntactic-distance style), so
   the groupings of successive layers nest by construction.
+
+With ``hierarchy.budget`` (distance rule only) the shared scores are standardised over each
+sample's edges (:func:`standardize_edges`, ``z``) and layer ``l`` links ``a^l = σ(s (z − q_l))``
+with ``q_l = Φ⁻¹(1 − share_l)`` and one learnable sharpness ``s`` (:func:`budget_links`): about
+``share_l`` of every sample's edges are merged at layer ``l`` whatever the scores, so neither
+"one region" nor "nothing merged" can be reached, and the layers nest by construction.
 """
 
 LINK_FLOOR = LINK_EPS ** 0.5
@@ -217,6 +223,35 @@ def sigmoid_links(mean: tuple[torch.Tensor, ...], bias: torch.Tensor) -> tuple[t
     ``sigmoid`` rule: ``mean`` is this layer's :func:`edge_mean` and ``bias`` its ``b_l``;
     ``distance`` rule: ``mean`` is the first hierarchy layer's and ``bias`` the threshold ``τ_l``."""
     return tuple(torch.sigmoid(m + bias.to(m.dtype)).clamp_min(LINK_FLOOR) for m in mean)
+
+
+def standardize_edges(mean: tuple[torch.Tensor, ...], valid: tuple[torch.Tensor, ...] | None = None,
+                      eps: float = 1e-6) -> tuple[torch.Tensor, ...]:
+    """Per sample, ``(m − μ) / (σ + eps)`` over the sample's valid edges of every family pooled.
+
+    ``mean``: per family (B, ...) edge scores; ``valid``: per family a bool mask of the same shape
+    (None: every edge). μ and σ (population) are taken per sample; invalid edges get 0. A sample
+    whose edges all score alike gets 0 everywhere (no NaN)."""
+    valid = valid or tuple(torch.ones_like(m, dtype=torch.bool) for m in mean)
+    flat = torch.cat([m.flatten(1) for m in mean], 1)
+    ok = torch.cat([v.flatten(1) for v in valid], 1).to(flat.dtype)
+    count = ok.sum(1).clamp_min(1)
+    mu = (flat * ok).sum(1) / count
+    sd = ((((flat - mu[:, None]) * ok) ** 2).sum(1) / count).sqrt()
+    shape = lambda t, m: t.reshape(-1, *([1] * (m.dim() - 1)))  # noqa: E731 -- (B,) against (B, ...)
+    return tuple(torch.where(v, (m - shape(mu, m)) / (shape(sd, m) + eps), torch.zeros_like(m))
+                 for m, v in zip(mean, valid))
+
+
+def budget_threshold(share: float) -> float:
+    """``q = Φ⁻¹(1 − share)``: the standard-normal score above which a ``share`` of edges lies."""
+    return float(torch.special.ndtri(torch.tensor(1.0 - share, dtype=torch.float64)))
+
+
+def budget_links(z: tuple[torch.Tensor, ...], scale: torch.Tensor, share: float) -> tuple[torch.Tensor, ...]:
+    """``σ(scale · (z − q))`` per edge with ``q = budget_threshold(share)``, kept in ``[LINK_FLOOR, 1]``."""
+    q = budget_threshold(share)
+    return tuple(torch.sigmoid(scale.to(m.dtype) * (m - q)).clamp_min(LINK_FLOOR) for m in z)
 
 
 def constrain(prev: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:

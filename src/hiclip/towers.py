@@ -66,7 +66,7 @@ class TextHierarchy:
 def build_transformer(cfg: VisionCfg | TextCfg, quick_gelu: bool) -> Transformer:
     h = cfg.hierarchy
     return Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu,
-                       cfg.hierarchy_layers, h.dim, h.renormalize, h.kernel, h.link)
+                       cfg.hierarchy_layers, h.dim, h.renormalize, h.kernel, h.link, h.budget)
 
 
 class VisionTower(nn.Module):

@@ -6,8 +6,10 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from hiclip.induce.scores import (
+    adjusted_rand,
     best_iou,
     block_labels,
+    contingency,
     bracket_f1,
     bracket_report,
     group_report,
@@ -148,3 +150,27 @@ def test_group_report_aggregates_per_layer():
     json.dumps(report, allow_nan=False)
     with pytest.raises(ValueError, match="equally many"):
         group_report(labels, [gold_a])
+
+
+def _label_cases():
+    rng = np.random.default_rng(0)
+    yield np.zeros(64, int), np.zeros(64, int)  # one region each: identical
+    yield np.arange(64), np.arange(64)[::-1]  # all singletons
+    yield np.zeros(64, int), np.arange(64)  # one region against singletons
+    yield np.array([], int), np.array([], int)
+    yield np.array([7]), np.array([-3])
+    yield np.array([5, 5, -1, 2, 2, 2]), np.array([0, 1, 1, 9, 9, 0])  # unsorted, negative labels
+    for n, k, j in ((64, 3, 5), (64, 10, 2), (256, 40, 30), (9, 9, 1)):
+        for _ in range(20):
+            yield rng.integers(0, k, n), rng.integers(0, j, n)
+    yield rng.integers(0, 4, (8, 8)), rng.integers(0, 6, (8, 8))  # grids are flattened
+
+
+def test_adjusted_rand_is_sklearns_value_exactly():
+    from sklearn.metrics.cluster import contingency_matrix
+    for a, b in _label_cases():
+        assert adjusted_rand(a, b) == adjusted_rand_score(a.ravel(), b.ravel()), (a, b)
+        if a.size:
+            assert np.array_equal(contingency(a, b), contingency_matrix(a.ravel(), b.ravel()))
+    with pytest.raises(ValueError, match="one size"):
+        adjusted_rand(np.zeros(3), np.zeros(4))

@@ -18,10 +18,9 @@ from typing import Any
 
 import nltk
 import numpy as np
-from sklearn.metrics import adjusted_rand_score
 
 from .groups import group_labels
-from .scores import bracket_f1, constituents
+from .scores import adjusted_rand, bracket_f1, constituents
 from .trees import Readout, Tree
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -63,7 +62,7 @@ def choose_grouping(h: np.ndarray, v: np.ndarray, gold: Sequence[np.ndarray],
     table = []
     for t in thresholds:
         labels = group_labels(h, v, t)  # (B, L, H, W)
-        table.append([float(np.mean([adjusted_rand_score(g.ravel(), lab[layer].ravel())
+        table.append([float(np.mean([adjusted_rand(g, lab[layer])
                                       for lab, g in zip(labels, gold)])) for layer in range(h.shape[1])])
     arr = np.asarray(table)
     ti, layer = np.unravel_index(int(np.argmax(arr)), arr.shape)
@@ -74,7 +73,7 @@ def choose_grouping(h: np.ndarray, v: np.ndarray, gold: Sequence[np.ndarray],
 def ari_at(h: np.ndarray, v: np.ndarray, gold: Sequence[np.ndarray], layer: int, threshold: float) -> float:
     """Mean ARI of the groups of one layer at one threshold."""
     labels = group_labels(h[:, layer], v[:, layer], threshold)
-    return float(np.mean([adjusted_rand_score(g.ravel(), lab.ravel()) for lab, g in zip(labels, gold)]))
+    return float(np.mean([adjusted_rand(g, lab) for lab, g in zip(labels, gold)]))
 
 
 def _labelled_spans(tree: nltk.Tree) -> list[tuple[str, tuple[int, int]]]:

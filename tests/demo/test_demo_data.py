@@ -87,6 +87,10 @@ def test_demo_on_a_csv_set_splits_trains_and_reports_retrieval(tmp_path):
     assert f"# HiCLIP-Tiny vs CLIP-Tiny on `csv:{pairs}`" in text
     assert "no gold hierarchies here" in text and "caption trees" not in text and "compositional" not in text
     assert json.loads(layout.induce_report("HiCLIP-Tiny", 0).read_text()).keys() == {"no_gold"}
+    # `hiclip report` on the folder: the same table and the data line
+    assert main(["report", str(out), "--out", str(tmp_path / "page.md")]) == 0
+    page = (tmp_path / "page.md").read_text()
+    assert f"| retrieval image→text R@1 | {m:.3f} ± {sd:.3f} |" in page and "by a stable hash of each image" in page
     # the folder belongs to this data: another set is refused before any work
     with pytest.raises(ValueError, match="holds a demo on data .*use another --out"):
         run_demo(DemoConfig(out=str(out), steps=2, seeds=2, batch_size=8, workers=0, progress=False))

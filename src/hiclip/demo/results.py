@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .layout import DemoLayout, read_wall_time
-from .report import (DemoResults, commands_block, headline, how_made, intro, metrics_table, study_config,
+from .report import (DemoResults, commands_block, data_line, headline, how_made, intro, metrics_table, study_config,
                      study_pairs, study_text, training_table, verdict_lines, vl_section)
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -39,7 +39,7 @@ def demo_section(path: Path) -> list[str]:
     layout = DemoLayout(path)
     res = DemoResults.read(layout)
     return [f"## {' vs '.join(res.models)}, {res.plan.steps} steps (`{path}`)\n",
-            "Made by\n", *commands_block(res), intro(res),
+            "Made by\n", *commands_block(res), intro(res), data_line(res),
             *verdict_lines(res), *metrics_table(res),
             *_demote(vl_section(layout, res.pairs)),
             "### Training runs\n", training_table(res), "",

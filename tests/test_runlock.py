@@ -15,8 +15,10 @@ from hiclip.runlock import LOCK_NAME, FolderInUse, folder_lock
 RUNLOCK = str(Path(__file__).parents[1] / "src" / "hiclip" / "runlock.py")
 
 # holds the lock of argv[1], says so on stdout, then waits for stdin to close (or, with "fork",
-# forks a child that waits on stdin and SIGKILLs itself while holding the lock); the module is
-# loaded from its file, without the package (and torch)
+# forks a child that waits on stdin and SIGKILLs itself while holding the lock, once the child
+# has come out of fork -- its at-fork hooks, which close its copy of the lock, have run then --
+# and said so on a pipe: no race with a child not yet scheduled); the module is loaded from its
+# file, without the package (and torch)
 HOLDER = f"""
 import importlib.util, os, signal, sys
 spec = importlib.util.spec_from_file_location("runlock", {RUNLOCK!r})
@@ -24,10 +26,13 @@ runlock = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(runlock)
 with runlock.folder_lock(sys.argv[1]):
     if sys.argv[2:] == ["fork"]:
+        ready_r, ready_w = os.pipe()
         child = os.fork()
         if child == 0:
+            os.write(ready_w, b"1")
             sys.stdin.read()
             os._exit(0)
+        assert os.read(ready_r, 1) == b"1"
         print("locked", child, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     print("locked", os.getpid(), flush=True)

@@ -7,6 +7,7 @@ backward, AdamW with its parameter groups, logit_scale clamp).
 
     python benchmarks/bench_train.py                       # HiCLIP-Tiny vs CLIP-Tiny, batch 64
     python benchmarks/bench_train.py --batch-size 32 --steps 5 --threads 2
+    python benchmarks/bench_train.py --models CLIP-Tiny HiCLIP-Tiny HiCLIP-Tiny-Distance --steps 3 --rounds 9
 """
 from __future__ import annotations
 
@@ -31,27 +32,33 @@ def world_batches(model_name: str, image_size: int, batch_size: int, count: int)
     return list(loader)
 
 
-def step_times(model_name: str, batches: list, warmup: int, precision: str) -> list[float]:
-    """Seconds of each optimizer step after ``warmup`` untimed ones."""
-    torch.manual_seed(0)
-    model, _, _ = create_model_and_transforms(model_name)
-    optimizer = make_optimizer(model, 5e-4, (0.9, 0.98), 1e-6, 0.2)
-    opts = StepOptions(DistInfo(), autocast_factory(precision, torch.device("cpu")))
-    times = []
-    for i, batch in enumerate(batches):
-        start = time.perf_counter()
-        accumulate_gradients(model, [batch], opts)
-        apply_gradients(model, optimizer, opts)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+class Trainer:
+    """One model with its optimizer, stepped by hiclip.train's own step."""
+
+    def __init__(self, model_name: str, precision: str):
+        torch.manual_seed(0)
+        self.model, _, _ = create_model_and_transforms(model_name)
+        self.optimizer = make_optimizer(self.model, 5e-4, (0.9, 0.98), 1e-6, 0.2)
+        self.opts = StepOptions(DistInfo(), autocast_factory(precision, torch.device("cpu")))
+
+    def times(self, batches: list) -> list[float]:
+        """Seconds of one optimizer step on each batch."""
+        out = []
+        for batch in batches:
+            start = time.perf_counter()
+            accumulate_gradients(self.model, [batch], self.opts)
+            apply_gradients(self.model, self.optimizer, self.opts)
+            out.append(time.perf_counter() - start)
+        return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["HiCLIP-Tiny", "CLIP-Tiny"], help="models to compare")
     p.add_argument("--batch-size", type=int, default=64, help="pairs per step (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per model (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per model and round (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds; the ratio is the median of the "
+                                                         "per-round ratios (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: %(default)s)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="(default: %(default)s)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: %(default)s)")
@@ -61,14 +68,21 @@ def main() -> None:
     if len(sizes) != 1:
         raise SystemExit(f"models must share an image size to train on the same data, got {sorted(sizes)}")
     batches = world_batches(args.models[0], sizes.pop(), args.batch_size, args.warmup + args.steps)
-    print(f"batch {args.batch_size}, {args.steps} timed steps, {args.precision}, {args.threads} thread(s)")
-    print(f"{'model':16s} {'s/step (median)':>16s} {'pairs/s':>9s} {'speed':>9s}")
-    first = None
+    trainers = {name: Trainer(name, args.precision) for name in args.models}
+    for trainer in trainers.values():  # warm-up, untimed
+        trainer.times(batches[:args.warmup])
+    rounds: dict[str, list[float]] = {name: [] for name in args.models}
+    for _ in range(args.rounds):  # the models alternate, round by round: a load change hits both
+        for name, trainer in trainers.items():
+            rounds[name].append(statistics.median(trainer.times(batches[args.warmup:])))
+    first = args.models[0]
+    print(f"batch {args.batch_size}, {args.steps} timed steps x {args.rounds} interleaved rounds, {args.precision}, "
+          f"{args.threads} thread(s)")
+    print(f"{'model':22s} {'s/step (median)':>16s} {'pairs/s':>9s} {'vs ' + first:>18s}")
     for name in args.models:
-        t = statistics.median(step_times(name, batches, args.warmup, args.precision))
-        first = first or t
-        print(f"{name:16s} {t:16.3f} {args.batch_size / t:9.1f} {first / t:9.2f}x")
-
+        t = statistics.median(rounds[name])
+        ratio = statistics.median(r / f for r, f in zip(rounds[name], rounds[first]))
+        print(f"{name:22s} {t:16.3f} {args.batch_size / t:9.1f} {ratio:17.3f}x")
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ from its latest checkpoint).
 """
 from __future__ import annotations
 
+import csv
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -141,7 +142,7 @@ def _run_demo(cfg: DemoConfig) -> Path:
     _check_data(cfg, layout)
     splits = data_splits(cfg)
     if splits is not None:
-        counts = {s: sum(1 for _ in open(f, encoding="utf-8", errors="replace")) - 1 for s, f in splits.items()}
+        counts = {s: _rows(f) for s, f in splits.items()}
         print(f"data {cfg.data}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" pairs (in {layout.data})",
               flush=True)
     plan = _load_plan(cfg, layout)
@@ -172,6 +173,12 @@ def _run_demo(cfg: DemoConfig) -> Path:
     path = write_report(cfg, plan, elapsed_s=elapsed)
     print(f"\nreport: {path}  (and {path.with_suffix('.html')})")
     return path
+
+
+def _rows(path: Path) -> int:
+    """Data rows of a split CSV (a caption may span lines: counted by the csv module)."""
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        return max(sum(1 for _ in csv.reader(f)) - 1, 0)
 
 
 def _check_data(cfg: DemoConfig, layout: DemoLayout) -> None:

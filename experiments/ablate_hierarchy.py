@@ -79,6 +79,13 @@ VARIANTS: dict[str, tuple[str, list]] = {
                      _set("vision_cfg.hierarchy.budget", BUDGET), _set("text_cfg.hierarchy.budget", BUDGET),
                      *([_set("constituent_loss", 0.5)] if name.endswith("constituent") else [])])
        for name in ("distance_budget", "distance_budget_constituent")},
+    # the constituent loss against the best-matching image group (design §1.8, constituent_target
+    # "groups"), on spans of 2-4 tokens (all spans cost 5x a HiCLIP-Tiny step), on either link rule
+    "groups": (BASE, [_set("constituent_loss", 0.5), _set("constituent_target", "groups"),
+                      _set("constituent_max_span", 4)]),
+    "distance_groups": (BASE, [_set("vision_cfg.hierarchy.link", "distance"), _set("text_cfg.hierarchy.link", "distance"),
+                               _set("constituent_loss", 0.5), _set("constituent_target", "groups"),
+                               _set("constituent_max_span", 4)]),
     # a control, not a variant: the base model at its initialisation (seeded), through the same read-outs
     "untrained": (BASE, []),
     "clip": (CLIP, []),

@@ -21,6 +21,10 @@ _AT_LEAST_1 = ("embed_dim", "image_size", "patch_size", "width", "layers", "head
                "projector_dim", "predictor_dim", "queue_size")
 
 
+CONSTITUENT_TARGETS = ("image", "groups")
+"""What the constituent loss matches a span against (docs/design.md §1.8)."""
+
+
 def _bad(key: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"model config: {key} = {json.dumps(value)}; allowed: {allowed}")
 
@@ -229,7 +233,10 @@ class ModelCfg:
     """``objective``: what ``hiclip train`` optimises, ``clip`` or ``declip`` (then ``declip``
     holds its settings, defaults when omitted; the model gains the DeCLIP heads).
     ``constituent_loss``: weight of the span–image constituent loss added to the CLIP loss
-    (docs/design.md §1.8; 0: off; needs a text hierarchy)."""
+    (docs/design.md §1.8; 0: off; needs a text hierarchy). ``constituent_target``: what a span
+    must pick out, the paired ``"image"`` (its pooled feature) or its best-matching ``"groups"``
+    feature (one image group per patch and hierarchy layer; needs an image hierarchy too).
+    ``constituent_max_span``: the longest span (in tokens) the loss scores; ``None``: every span."""
 
     embed_dim: int = 512
     vision_cfg: VisionCfg = field(default_factory=VisionCfg)
@@ -239,10 +246,20 @@ class ModelCfg:
     objective: str = "clip"
     declip: DeCLIPCfg | None = None
     constituent_loss: float = 0.0
+    constituent_target: str = "image"
+    constituent_max_span: int | None = None
 
     def __post_init__(self) -> None:
         if not self.constituent_loss >= 0:
             raise ValueError(f"constituent_loss must be >= 0, got {self.constituent_loss!r}")
+        if self.constituent_target not in CONSTITUENT_TARGETS:
+            raise _bad("constituent_target", self.constituent_target, " or ".join(map(json.dumps, CONSTITUENT_TARGETS)))
+        span = self.constituent_max_span
+        if span is not None and (isinstance(span, bool) or not isinstance(span, int) or span < 2):
+            raise _bad("constituent_max_span", span, "null (every span) or an integer >= 2")
+        if self.constituent_loss and self.constituent_target == "groups" and not self.vision_cfg.has_hierarchy:
+            raise _bad("constituent_target", "groups", "\"image\" when the image tower has no hierarchy "
+                       "(vision_cfg.hierarchy.enabled is false)")
         if self.constituent_loss and not self.text_cfg.has_hierarchy:
             raise ValueError("constituent_loss needs a text hierarchy (text_cfg.hierarchy.enabled)")
         if self.constituent_loss and self.objective != "clip":

@@ -21,7 +21,8 @@ width of the neighbour projections, ``H``/``W`` the patch grid.
   given (batch, query, key) indices from those tables. Attention kernels evaluate these
   inside the kernel (flex attention) or over broadcast index grids, never storing C.
 * :func:`span_index` / :func:`span_weights` — how much each span of a caption is a constituent
-  under the links, for the span–image constituent loss (docs/design.md §1.8).
+  under the links, for the span–image constituent loss (docs/design.md §1.8);
+  :func:`group_means` — every patch's group feature under a grid prior (its ``groups`` target).
 """
 from __future__ import annotations
 
@@ -437,6 +438,20 @@ def span_weights(links: torch.Tensor, inside: torch.Tensor, spans: torch.Tensor)
     left, right = 1 - cut[..., i], 1 - cut[..., j + 1]
     ok = inside[:, i] & inside[:, j]  # (B, S): inside is contiguous, so the whole span is inside
     return (inner * left * right * ok.unsqueeze(1)).to(links.dtype)
+
+
+def group_means(prior: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Each token's group under a constituent prior: the prior-weighted mean of the tokens.
+
+    Args:
+        prior: (B, N, N) constituent prior ``C`` (row p: token p's group; ``C[p, p] = 1``).
+        x: (B, N, D) token states.
+
+    Returns:
+        (B, N, D): ``Σ_q C[p, q] x_q / Σ_q C[p, q]``.
+    """
+    c = prior.to(x.dtype)
+    return (c @ x) / c.sum(-1, keepdim=True)
 
 
 # --- log C at indices, by structure kind: the dispatch of the attention kernels (hiclip.kernels, kernels_flex) ---

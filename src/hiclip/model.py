@@ -94,9 +94,15 @@ class HiCLIP(nn.Module, PyTorchModelHubMixin, library_name="hiclip", license="mi
                 ) -> dict[str, torch.Tensor]:
         """-> ``{"image_features", "text_features"}`` (normalised, (B, E)) and ``logit_scale`` (exp'd)."""
         out = {"logit_scale": self.logit_scale.exp()}
-        if images is not None:
+        constituents = tokens is not None and self.training and self.cfg.constituent_loss > 0
+        groups = constituents and images is not None and self.cfg.constituent_target == "groups"
+        if groups:
+            out["image_features"], image_hier, image_states = self.encode_image(
+                images, normalize=True, return_hierarchy=True, return_tokens=True)
+            out["group_features"] = self.group_features(image_hier, image_states.states)
+        elif images is not None:
             out["image_features"] = self.encode_image(images, normalize=True)
-        if tokens is not None and self.training and self.cfg.constituent_loss > 0:
+        if constituents:
             out["text_features"], hier, states = self.encode_text(tokens, normalize=True, return_hierarchy=True,
                                                                   return_tokens=True)
             out["span_features"], out["span_weights"] = self.span_features(hier, states.states)
@@ -110,16 +116,30 @@ class HiCLIP(nn.Module, PyTorchModelHubMixin, library_name="hiclip", license="mi
         hier: the captions' :class:`TextHierarchy` (links (B, L, M-1) over M = N-2 content slots);
         states: (B, N, D) final token states (after ``ln_final``).
         Returns span features (B, S, E), normalised (the mean state of the span, projected), and
-        weights (B, L, S) from :func:`hiclip.hierarchy.span_weights`, S = M(M-1)/2 spans."""
-        content = states[:, 1:-1]  # (B, M, D)
-        m = content.shape[1]
-        spans = hi.span_index(m, device=states.device)
+        weights (B, L, S) from :func:`hiclip.hierarchy.span_weights`: every span of 2 to
+        ``cfg.constituent_max_span`` tokens (all lengths if None) of the batch's first M' slots,
+        M' its longest caption's length (the spans beyond it would have weight 0)."""
+        m = min(max(int(hier.lengths.max()), 2), states.shape[1] - 2)
+        content = states[:, 1:1 + m]  # (B, M', D)
+        spans = hi.span_index(m, self.cfg.constituent_max_span, device=states.device)
         inside = torch.arange(m, device=states.device) < hier.lengths[:, None]
         prefix = F.pad(torch.cumsum(content.float(), 1), (0, 0, 1, 0))  # (B, M+1, D)
         i, j = spans[:, 0], spans[:, 1]
         mean = (prefix[:, j + 1] - prefix[:, i]) / (j - i + 1).to(prefix.dtype)[:, None]
         feats = F.normalize(mean.to(states.dtype) @ self.text_projection, dim=-1)
         return feats, hi.span_weights(hier.links[:, :, : m - 1], inside, spans)
+
+    def group_features(self, hier: ImageHierarchy, states: torch.Tensor) -> torch.Tensor:
+        """Every patch's image group, as a feature (design §1.8, the ``groups`` target).
+
+        hier: the images' :class:`ImageHierarchy` (L layers of links on the H×W grid);
+        states: (B, 1+H*W, D) final token states (after ``ln_post``).
+        Returns (B, H*W, E), normalised: the group of patch p = the mean of the patch states
+        weighted by the constituent prior averaged over the hierarchy layers,
+        ``mean_l C^l[p, :]`` (:func:`hiclip.hierarchy.grid_prior`), projected. With every link 1
+        each group is the whole image (the avg-pooled feature)."""
+        prior = hi.grid_prior(hier.h, hier.v).mean(1)  # (B, N, N)
+        return F.normalize(hi.group_means(prior, states[:, 1:]) @ self.visual.proj, dim=-1)
 
     def _pool_text(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, D) final states -> (B, D): the end-of-text state, or the mean over start..end (``pool``)."""

@@ -75,3 +75,33 @@ def span_image_loss(span_features: torch.Tensor, span_weights: torch.Tensor, ima
     target = torch.arange(b, device=logits.device).repeat_interleave(s)
     ce = F.cross_entropy(logits.reshape(b * s, b), target, reduction="none").view(b, s)
     return ((w * ce).sum(1) / w.sum(1).clamp_min(1e-6)).mean()
+
+
+def span_group_loss(span_features: torch.Tensor, span_weights: torch.Tensor, group_features: torch.Tensor,
+                    logit_scale: torch.Tensor) -> torch.Tensor:
+    """The constituent loss against image groups (docs/design.md §1.8, ``constituent_target =
+    "groups"``): a span scores an image by its best-matching group, and each caption's spans,
+    weighted by how much they are constituents, must pick the caption's image.
+
+    span_features: (B, S, E) normalised; span_weights: (B, L, S) per hierarchy layer, averaged over
+    layers; group_features: (B, N, E) normalised, every patch's group (this rank's batch);
+    logit_scale: () exp'd. The logit of span s for image c is ``scale · max_p <f_s, g_{c,p}>``;
+    per caption ``Σ_s w_s CE_s / Σ_s w_s`` (0 for a caption without spans), mean over captions.
+    With one group per image (every group its pooled feature) this is :func:`span_image_loss`.
+    """
+    b, s, _ = span_features.shape
+    n = group_features.shape[1]
+    w = full(span_weights).mean(1)  # (B, S)
+    sim = full(span_features).reshape(b * s, -1) @ full(group_features).reshape(b * n, -1).T  # (B*S, B*N)
+    logits = logit_scale * sim.view(b * s, b, n).amax(-1)  # (B*S, B)
+    target = torch.arange(b, device=logits.device).repeat_interleave(s)
+    ce = F.cross_entropy(logits, target, reduction="none").view(b, s)
+    return ((w * ce).sum(1) / w.sum(1).clamp_min(1e-6)).mean()
+
+
+def constituent_loss(out: dict[str, torch.Tensor], logit_scale: torch.Tensor) -> torch.Tensor:
+    """The model output's constituent term: against its image groups if it has them, else its images."""
+    if "group_features" in out:
+        return span_group_loss(out["span_features"], out["span_weights"], out["group_features"], logit_scale)
+    return span_image_loss(out["span_features"], out["span_weights"], out["image_features"], logit_scale)
+

@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .declip import DeCLIPLoss
 from .distributed import DistInfo
-from .loss import contrastive_loss, span_image_loss
+from .loss import constituent_loss, contrastive_loss
 
 MAX_LOGIT_SCALE = math.log(100.0)
 
@@ -93,8 +93,7 @@ def accumulate_gradients(model: nn.Module, batches: list[Batch], opts: StepOptio
             if "span_features" in out:  # the constituent loss: one micro-batch, this rank's images
                 if len(batches) > 1:
                     raise ValueError("constituent_loss is not supported with --accum-freq > 1")
-                loss = loss + unwrap(model).cfg.constituent_loss * span_image_loss(
-                    out["span_features"], out["span_weights"], out["image_features"], scale)
+                loss = loss + unwrap(model).cfg.constituent_loss * constituent_loss(out, scale)
             (opts.scaler.scale(loss) if opts.scaler else loss).backward()
     return loss.detach()
 

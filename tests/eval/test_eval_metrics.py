@@ -148,3 +148,32 @@ def test_linear_probe_separable_and_grid_choice():
     assert m["lp_acc1"] == pytest.approx(float((ref == test_y).mean()))
     with pytest.raises(ValueError, match="at least 2 classes"):
         fit_linear_probe(train_x, np.zeros(60, dtype=int), test_x, test_y)
+
+
+def test_score_trials_encodes_each_distinct_text_once_and_scores_as_every_text_encoded():
+    import hiclip
+    from hiclip.eval.features import encode_texts
+    torch.manual_seed(0)
+    model = hiclip.create_model("HiCLIP-Tiny").eval()
+    tokenizer = hiclip.get_tokenizer("HiCLIP-Tiny")
+    seen = []
+
+    def counting(texts):
+        seen.extend(texts)
+        return tokenizer(texts)
+
+    image_emb = torch.nn.functional.normalize(torch.randn(2, 128), dim=-1)
+    captions = ["a red circle", "a blue square"]
+    negatives = [{"attribute_swap": ["a blue circle", "a red square"], "relation_swap": ["a blue square"]},
+                 {"attribute_swap": ["a red circle", "a blue circle"]}]
+    with torch.no_grad():
+        trials = score_trials(image_emb, captions, negatives, model, counting, "cpu")
+        every = captions + ["a blue circle", "a red square", "a blue square", "a red circle", "a blue circle"]
+        emb = encode_texts(model, tokenizer, every, "cpu")  # each text in its own row, duplicates too
+    assert sorted(seen) == sorted(set(every))  # 4 distinct texts, each tokenized and encoded once
+    want = [("attribute_swap", float(emb[0] @ image_emb[0]), (emb[2:4] @ image_emb[0]).tolist()),
+            ("relation_swap", float(emb[0] @ image_emb[0]), (emb[4:5] @ image_emb[0]).tolist()),
+            ("attribute_swap", float(emb[1] @ image_emb[1]), (emb[5:7] @ image_emb[1]).tolist())]
+    for (kind, true, negs), (kind_w, true_w, negs_w) in zip(trials, want, strict=True):
+        assert kind == kind_w
+        assert true == pytest.approx(true_w, abs=1e-6) and negs == pytest.approx(negs_w, abs=1e-6)

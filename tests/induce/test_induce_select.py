@@ -122,3 +122,49 @@ def test_induce_eval_checkpoints_curve(tmp_path, capsys):
     assert [r["step"] for r in rows] == [1, 2] and all(0 <= r["tree_f1"] <= 1 and -1 <= r["ari"] <= 1 for r in rows)
     assert out.with_suffix(".png").stat().st_size > 0 and "tree F1" in capsys.readouterr().out
     assert main(["induce-eval", "--checkpoints", str(tmp_path / "nothing")]) == 2
+
+
+def test_choose_readout_scores_equal_bracket_f1_of_the_kept_trees():
+    """The search reads the gold trees once; each score must equal bracket_f1 computed from scratch
+    on the read-out's non-truncated trees and their gold trees (the second caption is truncated)."""
+    from hiclip.induce.scores import GoldBrackets, bracket_f1
+    rng = np.random.default_rng(0)
+    gold_strings = ["(S (NP (DT a) (NP (JJ big) (JJ red) (NN ball))) (VBZ moves))",
+                    "(S (NP (DT the) (NN cat)) (VP (VBZ sits)))",
+                    "(S (NP (NN dogs)) (VP (VBP run) (ADV fast)))"]
+    gold = [nltk.Tree.fromstring(g) for g in gold_strings]
+    tables = [rng.uniform(size=(3, len(g.leaves()) - 1)) for g in gold]
+
+    def trees_of(readout):
+        return [induce_tree(t, pieces(g.leaves()), truncated=(i == 1), readout=readout)
+                for i, (t, g) in enumerate(zip(tables, gold))]
+
+    _, table = choose_readout(trees_of, readout_candidates(3), gold)
+    for (label, f1), readout in zip(table, readout_candidates(3)):
+        assert label == readout.label()
+        trees = trees_of(readout)
+        assert f1 == bracket_f1([trees[0], trees[2]], [gold[0], gold[2]])["corpus_f1"]
+    with pytest.raises(ValueError, match="line 3: gold tree words"):
+        GoldBrackets(gold).f1(trees_of(Readout())[:1], keep=[2])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_choose_readout_pauses_the_cyclic_gc_and_restores_it(enabled):
+    import gc
+    gold = [nltk.Tree.fromstring("(S (NP (DT a) (NP (JJ big) (JJ red) (NN ball))) (VBZ moves))")]
+    during = []
+
+    def trees_of(readout):
+        during.append(gc.isenabled())
+        return [induce_tree(LINKS, pieces(WORDS), readout=readout)]
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        choose_readout(trees_of, readout_candidates(3), gold)
+        assert gc.isenabled() == enabled and not any(during)
+        with pytest.raises(RuntimeError):
+            choose_readout(lambda r: (_ for _ in ()).throw(RuntimeError("boom")), readout_candidates(3), gold)
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()

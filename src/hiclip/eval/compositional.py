@@ -49,7 +49,9 @@ def score_trials(image_emb: torch.Tensor, captions: Sequence[str],
     """Image features (B, E) with their captions and negatives -> one trial per image and
     non-empty kind."""
     texts = list(captions) + [t for negs in negatives for kind in sorted(negs) for t in negs[kind]]
-    text_emb = encode_texts(model, tokenizer, texts, device, amp)
+    distinct = list(dict.fromkeys(texts))  # a caption shared by several trials is encoded once
+    where = {t: i for i, t in enumerate(distinct)}
+    text_emb = encode_texts(model, tokenizer, distinct, device, amp)[[where[t] for t in texts]]
     trials: list[Trial] = []
     pos = len(captions)
     for b, negs in enumerate(negatives):

@@ -23,7 +23,7 @@ from .groups import group_labels
 from .scores import bracket_report, group_report, layer_scores, masks_to_grid, read_trees
 from .select import (COLOUR_THRESHOLDS, ari_at, choose_grouping, choose_readout, label_recall, mean_links,
                      readout_candidates, root_splits)
-from .trees import Readout, Tree, induce_tree
+from .trees import CaptionWords, Readout, Tree, caption_words, tree_of
 
 _WORD = re.compile(r"\w", re.UNICODE)
 
@@ -73,8 +73,12 @@ def caption_links(model: HierarchyModel, tokenizer: Tokenizer, captions: Sequenc
 def trees_from_links(items: Sequence[CaptionLinks], readout: Readout, decoder: Mapping[int, str] | None = None
                      ) -> list[Tree]:
     """Trees of :func:`caption_links` output under one read-out."""
-    return [induce_tree(links, ids, readout.threshold, truncated, decoder=decoder, readout=readout)
-            for links, ids, truncated in items]
+    return [tree_of(c, readout) for c in prepared_captions(items, decoder)]
+
+
+def prepared_captions(items: Sequence[CaptionLinks], decoder: Mapping[int, str] | None = None) -> list[CaptionWords]:
+    """:func:`caption_links` output as words and word links, ready for any read-out."""
+    return [caption_words(links, ids, truncated, decoder) for links, ids, truncated in items]
 
 
 def caption_trees(model: HierarchyModel, tokenizer: Tokenizer, captions: Sequence[str], threshold: float = 0.5,
@@ -144,7 +148,8 @@ def tune_readouts(model: HierarchyModel, transform: Callable, tokenizer: Tokeniz
     if model.cfg.text_cfg.has_hierarchy:
         items, _ = caption_links(model, tokenizer, [s.caption for s in samples], progress=progress)
         gold = [nltk.Tree.fromstring(s.tree) for s in samples]
-        best, table = choose_readout(lambda r: trees_from_links(items, r, tokenizer.decoder),
+        captions = prepared_captions(items, tokenizer.decoder)  # once, for all read-outs
+        best, table = choose_readout(lambda r: [tree_of(c, r) for c in captions],
                                      readout_candidates(items[0][0].shape[0]), gold)
         out["readout"], out["readout_f1"] = best, table
     if model.cfg.vision_cfg.has_hierarchy:

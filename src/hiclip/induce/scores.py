@@ -134,13 +134,28 @@ def bracket_f1(pred: Sequence[Tree | nltk.Tree], gold: Sequence[nltk.Tree]) -> d
     Words are compared case-insensitively; a mismatch is a ValueError naming the line
     (gold tree i is line i+1 of a :func:`read_trees` file).
     """
-    if len(pred) != len(gold):
-        raise ValueError(f"expected as many predicted as gold trees, got {len(pred)} and {len(gold)}")
-    for i, (p, g) in enumerate(zip(pred, gold)):
-        pw, gw = [w.lower() for w in _words(p)], [w.lower() for w in g.leaves()]
-        if pw != gw:
-            raise ValueError(f"line {i + 1}: gold tree words {gw} do not match the sentence {pw}")
-    return span_f1([_spans(p) for p in pred], [nltk_spans(g) for g in gold], [len(g.leaves()) for g in gold])
+    return GoldBrackets(gold).f1(pred)
+
+
+class GoldBrackets:
+    """Gold trees' words and spans, read once, to score many predictions of the same sentences
+    (the read-out search scores 81 read-outs of one set of captions)."""
+
+    def __init__(self, gold: Sequence[nltk.Tree]):
+        self.words = [[w.lower() for w in g.leaves()] for g in gold]
+        self.spans = [nltk_spans(g) for g in gold]
+
+    def f1(self, pred: Sequence[Tree | nltk.Tree], keep: Sequence[int] | None = None) -> dict[str, float]:
+        """:func:`bracket_f1` of ``pred`` against the gold trees ``keep`` (default: all, in order);
+        ``pred[k]`` is the prediction for gold tree ``keep[k]``."""
+        keep = range(len(self.words)) if keep is None else keep
+        if len(pred) != len(keep):
+            raise ValueError(f"expected as many predicted as gold trees, got {len(pred)} and {len(keep)}")
+        for p, i in zip(pred, keep):
+            pw = [w.lower() for w in _words(p)]
+            if pw != self.words[i]:
+                raise ValueError(f"line {i + 1}: gold tree words {self.words[i]} do not match the sentence {pw}")
+        return span_f1([_spans(p) for p in pred], [self.spans[i] for i in keep], [len(self.words[i]) for i in keep])
 
 
 def bracket_report(

@@ -262,6 +262,44 @@ def build_tree(w: np.ndarray, words: list[str], readout: Readout) -> Tree:
     return _build_agg(w, (1.0 - w).sum(axis=0), words, 0, len(words), readout)
 
 
+@dataclass
+class CaptionWords:
+    """One caption ready for any read-out: its ``words``, word links ``links`` (L, M-1) and
+    whether it was ``truncated`` (cut by the context length, or its last piece ends no word)."""
+
+    words: list[str]
+    links: np.ndarray
+    truncated: bool
+
+
+def caption_words(
+    links: Any,
+    tokens: Sequence[int] | Sequence[str],
+    truncated: bool = False,
+    decoder: Mapping[int, str] | None = None,
+) -> CaptionWords:
+    """Token links (L, N-1) and N content tokens (ids or pieces) -> :class:`CaptionWords`
+    (the part of :func:`induce_tree` that no read-out changes: compute it once per caption)."""
+    pieces = _as_pieces(tokens, decoder)
+    if not pieces:
+        raise ValueError("expected at least one content token, got none")
+    arr = to_numpy(links)
+    _check_links(arr, len(pieces))
+    spans = word_spans(pieces)
+    words = [_piece_text(pieces[s:e]) for s, e in spans]
+    return CaptionWords(words, word_links(arr, spans), truncated or not pieces[-1].endswith(END_OF_WORD))
+
+
+def tree_of(caption: CaptionWords, readout: Readout) -> Tree:
+    """The tree of a prepared caption under ``readout`` (a ``min_layer`` above the top layer
+    reads as the top layer)."""
+    if readout.min_layer >= caption.links.shape[0]:
+        readout = replace(readout, min_layer=caption.links.shape[0] - 1)
+    tree = build_tree(caption.links, caption.words, readout)
+    tree.truncated = caption.truncated
+    return tree
+
+
 def induce_tree(
     links: Any,
     tokens: Sequence[int] | Sequence[str],
@@ -273,19 +311,8 @@ def induce_tree(
     """The tree of one caption from its token links (L, N-1) and N content tokens
     (ids or pieces). ``truncated`` is set on the root (also when the last piece does
     not end a word). ``readout`` (default: top-down at ``threshold``) picks the read-out."""
-    pieces = _as_pieces(tokens, decoder)
-    if not pieces:
-        raise ValueError("expected at least one content token, got none")
-    arr = to_numpy(links)
-    _check_links(arr, len(pieces))
     readout = Readout(threshold=threshold) if readout is None else readout
-    if readout.min_layer >= arr.shape[0]:
-        readout = replace(readout, min_layer=arr.shape[0] - 1)
-    spans = word_spans(pieces)
-    words = [_piece_text(pieces[s:e]) for s, e in spans]
-    tree = build_tree(word_links(arr, spans), words, readout)
-    tree.truncated = truncated or not pieces[-1].endswith(END_OF_WORD)
-    return tree
+    return tree_of(caption_words(links, tokens, truncated, decoder), readout)
 
 
 def induce_trees(

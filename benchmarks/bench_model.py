@@ -45,7 +45,8 @@ def _build(spec: str) -> torch.nn.Module:
         import open_clip
         return open_clip.create_model(name)
     import hiclip
-    cfg = hiclip.config.load_config(name)
+    from hiclip.config import load_config
+    cfg = load_config(name)
     for option in options:
         key, value = option.split("=")
         for tower in (cfg.vision_cfg, cfg.text_cfg):

@@ -235,7 +235,8 @@ class ModelCfg:
     ``constituent_loss``: weight of the span–image constituent loss added to the CLIP loss
     (docs/design.md §1.8; 0: off; needs a text hierarchy). ``constituent_target``: what a span
     must pick out, the paired ``"image"`` (its pooled feature) or its best-matching ``"groups"``
-    feature (one image group per patch and hierarchy layer; needs an image hierarchy too).
+    feature (one image group per patch, under the image prior averaged over the hierarchy layers;
+    needs an image hierarchy too).
     ``constituent_max_span``: the longest span (in tokens) the loss scores; ``None``: every span."""
 
     embed_dim: int = 512

@@ -178,13 +178,14 @@ def score_hierarchies(model: HierarchyModel, transform: Callable, tokenizer: Tok
         items, fwd = caption_links(model, tokenizer, [" ".join(g.leaves()) for g in gold], progress=progress)
         fixed = Readout(threshold=threshold)
         readout = tuned.get("readout", fixed)
-        trees = trees_from_links(items, readout, tokenizer.decoder)
+        captions = prepared_captions(items, tokenizer.decoder)
+        trees = [tree_of(c, readout) for c in captions]
         t = bracket_report(trees, gold, seed=seed)
         t["readout"] = readout.label()
         t["readout_params"] = asdict(readout)
         if readout != fixed:
             t["fixed_readout"] = {"readout": fixed.label(), **bracket_report(
-                trees_from_links(items, fixed, tokenizer.decoder), gold, seed=seed, draws=0)["induced"]}
+                [tree_of(c, fixed) for c in captions], gold, seed=seed, draws=0)["induced"]}
         kept = [i for i, tr in enumerate(trees) if not tr.truncated]
         t["label_recall"] = label_recall([trees[i] for i in kept], [gold[i] for i in kept])
         t["root_splits"] = root_splits(trees)
